@@ -1,0 +1,65 @@
+"""The `vqaudio` command. Each subcommand lives in its own module here and
+registers itself; this file only parses, dispatches and turns user errors
+into one line on stderr with a non-zero exit. No model code lives in cli/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module name -> subcommands it registers (import is lazy: `vqaudio --help` stays fast)
+COMMAND_MODULES = ["info", "codec", "prepare", "train", "evaluate", "sample", "codebook"]
+
+EXIT_USER_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user error raised by a command handler."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vqaudio",
+        description="Speech to discrete tokens and back: the audio VQ-VAE (van den Oord et al., 2017).",
+    )
+    parser.add_argument("--version", action="version", version=f"vqaudio {__version__}")
+    parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # command not built yet
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import VQAudioError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else EXIT_USER_ERROR
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("vqaudio: interrupted", file=sys.stderr)
+        return 130
+    except (VQAudioError, CLIError, OSError) as e:
+        if args.verbose:
+            raise
+        msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
+        print(f"vqaudio: error: {msg}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Configs: frozen dataclasses that travel with the weights (config.json).
+
+Every default of the model lives here and nowhere else. A config is built
+from nested dataclasses; `to_dict` / `from_dict` (de)serialise it for
+config.json. Unknown keys are an error (a typo must not silently become a
+default); missing keys take the default so that older files still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Strided 1-D convolutions over the raw waveform (the paper: 6 × stride 2, kernel 4)."""
+
+    strides: tuple[int, ...] = (2, 2, 2, 2, 2, 2)
+    kernel_size: int = 4  # per strided conv; must be >= stride
+    channels: int = 256
+    latent_dim: int = 64  # D, the dimension of z_e
+    # Non-strided residual conv blocks after the strided stack (kernel 3).
+    # The paper has none; they add context without changing the hop.
+    residual_layers: int = 0
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    codebook_size: int = 512  # K
+    n_q: int = 1  # residual codebooks; 1 is the paper's model
+    beta: float = 0.25  # commitment weight
+    # "ema": codebook follows EMA of assigned vectors (paper appendix);
+    # "loss": codebook learned by the ‖sg[z_e] − e‖² term (paper main text).
+    update: Literal["ema", "loss"] = "ema"
+    decay: float = 0.99
+    epsilon: float = 1e-5  # Laplace smoothing of EMA counts
+    # Normalisation of z_e before lookup. "layernorm" (no affine) keeps the
+    # scale of z_e fixed so codebooks cannot be outrun by the encoder; "l2"
+    # projects onto the unit sphere (ViT-VQGAN); "none" is the paper.
+    normalize: Literal["none", "layernorm", "l2"] = "layernorm"
+    # Low-dimensional lookup space (DAC uses 8): project z_e to this many
+    # dimensions, look up there, project back. 0 = look up in D directly.
+    lookup_dim: int = 0
+    kmeans_init: bool = True  # k-means++ init of each codebook from the first batch
+    kmeans_iters: int = 10
+    # Dead-code restart: a code whose EMA usage count falls below
+    # `restart_threshold` (expected assignments per batch) is re-seeded from a
+    # random recent encoder output. 0 disables restarts.
+    restart_threshold: float = 1.0
+    restart_every: int = 50  # steps between restart checks
+    quantizer_dropout: float = 0.0  # P(train a batch with a random n_q' < n_q)
+
+    @property
+    def bits_per_code(self) -> int:
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+
+@dataclass(frozen=True)
+class WaveNetConfig:
+    stacks: int = 2
+    layers_per_stack: int = 10
+    kernel_size: int = 2
+    residual_channels: int = 128
+    gate_channels: int = 256  # output of the dilated conv, split in tanh/sigmoid halves
+    skip_channels: int = 128
+    output: Literal["mulaw", "mol"] = "mulaw"
+    quantization_channels: int = 256  # μ-law classes (8 bit)
+    n_mixtures: int = 10  # for output="mol"
+    upsample: Literal["repeat", "transposed"] = "repeat"
+    # Conditioning network on the latent frames before upsampling (kernel 3,
+    # non-causal over frames: the codes of a whole utterance are known).
+    cond_channels: int = 128
+    cond_layers: int = 2
+    speaker_dim: int = 64
+    jitter: float = 0.0  # time-jitter probability of latents during training (Chorowski 2019)
+
+    @property
+    def n_layers(self) -> int:
+        return self.stacks * self.layers_per_stack
+
+    def dilations(self) -> list[int]:
+        return [2**i for _ in range(self.stacks) for i in range(self.layers_per_stack)]
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples of past input (including the current input) one output depends on."""
+        return (self.kernel_size - 1) * sum(self.dilations()) + 1
+
+    @property
+    def out_channels(self) -> int:
+        return self.quantization_channels if self.output == "mulaw" else 3 * self.n_mixtures
+
+
+@dataclass(frozen=True)
+class SpeakerInfo:
+    """A training speaker. Only `id` is required; the rest is metadata for `info`."""
+
+    id: str
+    gender: str = ""
+    age: str = ""
+    accent: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    sample_rate: int = 16000
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    decoder: WaveNetConfig = field(default_factory=WaveNetConfig)
+    speakers: tuple[SpeakerInfo, ...] = ()
+    # Std of Gaussian noise added to training audio. Clean (synthetic) audio
+    # otherwise lets the decoder lock into a constant output it never leaves.
+    dither: float = 1e-3
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second of the bit-packed codes (the .vqa payload)."""
+        return self.frame_rate * self.quantizer.n_q * self.quantizer.bits_per_code
+
+    @property
+    def speaker_ids(self) -> tuple[str, ...]:
+        return tuple(s.id for s in self.speakers)
+
+    def with_speakers(self, speakers: list[str] | list[SpeakerInfo]) -> VQVAEConfig:
+        infos = tuple(s if isinstance(s, SpeakerInfo) else SpeakerInfo(id=str(s)) for s in speakers)
+        return dataclasses.replace(self, speakers=infos)
+
+    @classmethod
+    def tiny(cls, n_speakers: int = 2) -> VQVAEConfig:
+        """A model small enough for unit tests (seconds on a CPU)."""
+        return cls(
+            encoder=EncoderConfig(strides=(2, 2, 2, 2), kernel_size=4, channels=16, latent_dim=8),
+            quantizer=QuantizerConfig(codebook_size=16, restart_every=10),
+            decoder=WaveNetConfig(
+                stacks=1,
+                layers_per_stack=4,
+                residual_channels=8,
+                gate_channels=16,
+                skip_channels=8,
+                cond_channels=8,
+                cond_layers=1,
+                speaker_dim=4,
+                n_mixtures=3,
+            ),
+            speakers=tuple(SpeakerInfo(id=f"s{i}") for i in range(n_speakers)),
+        )
+
+    @classmethod
+    def cpu(cls) -> VQVAEConfig:
+        """The 64× / K=512 model with a decoder sized for CPU training and generation."""
+        return cls(
+            encoder=EncoderConfig(channels=128, latent_dim=64, residual_layers=0),
+            decoder=WaveNetConfig(
+                residual_channels=64, gate_channels=128, skip_channels=64, cond_channels=64
+            ),
+        )
+
+
+# ---------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(cfg: Any) -> Any:
+    if is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, tuple | list):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item_t = args[0]
+        return tuple(_convert(item_t, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"{where}: {value!r} is not one of {get_args(tp)}")
+        return value
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: T, overrides: dict[str, Any]) -> T:
+    """Return `cfg` with dotted-key overrides, e.g. {"decoder.stacks": 3}."""
+    d = to_dict(cfg)
+    for key, value in overrides.items():
+        node = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node, dict) or p not in node:
+                raise ValueError(f"unknown config key {key!r}")
+            node = node[p]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ValueError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), d)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Causal Transformer over code sequences, conditioned on the speaker."""
+
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 4
+    dropout: float = 0.1
+    max_frames: int = 4096  # longest sequence of frames (positions) it can model
+    speaker_dropout: float = 0.1  # P(train with the "no speaker" entry)

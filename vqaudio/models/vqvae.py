@@ -1,0 +1,197 @@
+"""The VQ-VAE: encoder + (residual) quantizer + WaveNet decoder, assembled here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import VQVAEConfig
+from ..errors import UnknownSpeakerError
+from .encoder import Encoder
+from .quantizer import ResidualVQ
+from .wavenet import WaveNet
+
+
+@dataclass
+class VQVAEOutput:
+    loss: torch.Tensor  # nll + codebook_loss + commitment_loss
+    nll: torch.Tensor  # reconstruction NLL, nats per sample
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    perplexity: torch.Tensor  # (n_q,)
+    codes_used: torch.Tensor  # (n_q,)
+    codes: torch.Tensor  # (B, n_q, F)
+    logits: torch.Tensor  # (B, C_out, T)
+
+
+class VQVAE(nn.Module):
+    """The audio VQ-VAE of van den Oord et al. (2017).
+
+    `forward` is the training graph. `encode` / `decode` are the user API:
+    one utterance at a time, any input rate, codes (n_q, frames) in between.
+    """
+
+    def __init__(self, config: VQVAEConfig | None = None):
+        super().__init__()
+        config = config or VQVAEConfig()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        self.quantizer = ResidualVQ(config.quantizer, config.encoder.latent_dim)
+        self.decoder = WaveNet(config.decoder, config.encoder.latent_dim, config.hop_length, len(config.speakers))
+        self.prior: nn.Module | None = None  # attached by vqaudio.hub when the model has one
+
+    # ------------------------------------------------------------ facts
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.quantizer.codebook_size
+
+    @property
+    def n_q(self) -> int:
+        return self.config.quantizer.n_q
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self.config.speaker_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The lookup codebooks, (n_q, K, d) (d = lookup_dim or D)."""
+        return torch.stack([layer.weight().detach() for layer in self.quantizer.layers])
+
+    def speaker_index(self, speaker: str | int | None) -> int:
+        """Speaker id (or index) -> row of the embedding table. Unknown ids raise KeyError."""
+        ids = self.config.speaker_ids
+        if speaker is None:
+            return 0
+        if isinstance(speaker, int | np.integer) and not isinstance(speaker, bool):
+            if not 0 <= int(speaker) < max(1, len(ids)):
+                raise UnknownSpeakerError(f"speaker index {speaker} out of range (model has {len(ids)} speakers)")
+            return int(speaker)
+        if str(speaker) not in ids:
+            known = ", ".join(ids) if ids else "none"
+            raise UnknownSpeakerError(f"unknown speaker {speaker!r}; known speakers: {known}")
+        return ids.index(str(speaker))
+
+    # ------------------------------------------------------------ training graph
+
+    def forward(self, wav: torch.Tensor, speaker: torch.Tensor | None = None, n_q: int | None = None) -> VQVAEOutput:
+        """wav (B, 1, T) with T a multiple of the hop; speaker (B,) long -> losses and stats."""
+        if self.training and self.config.dither > 0:
+            wav = wav + self.config.dither * torch.randn_like(wav)
+        z_e = self.encoder(wav)  # (B, D, F)
+        q = self.quantizer(z_e, n_q)
+        logits = self.decoder(wav, q.z_q, speaker)  # (B, C, T)
+        nll = self.decoder.loss(logits, wav)
+        return VQVAEOutput(
+            loss=nll + q.codebook_loss + q.commitment_loss,
+            nll=nll,
+            codebook_loss=q.codebook_loss,
+            commitment_loss=q.commitment_loss,
+            perplexity=q.perplexity,
+            codes_used=q.codes_used,
+            codes=q.codes,
+            logits=logits,
+        )
+
+    @torch.no_grad()
+    def teacher_forced_logits(self, wav: torch.Tensor, codes: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder logits for given codes (B, n_q, F) and target wav (B, 1, F·hop)."""
+        return self.decoder(wav, self.quantizer.dequantize(codes), speaker)
+
+    # ------------------------------------------------------------ user API
+
+    def pad_to_hop(self, wav: torch.Tensor) -> torch.Tensor:
+        """Right-pad the last axis with zeros to a multiple of the hop."""
+        rem = (-wav.shape[-1]) % self.hop_length
+        return torch.nn.functional.pad(wav, (0, rem)) if rem else wav
+
+    @torch.no_grad()
+    def encode_tensor(self, wav: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
+        """wav (B, 1, T) at the model rate -> codes (B, n_q, ⌈T/hop⌉)."""
+        return self.quantizer.quantize(self.encoder(self.pad_to_hop(wav)), n_q)
+
+    @torch.no_grad()
+    def encode(self, wav, sample_rate: int | None = None, n_q: int | None = None) -> torch.LongTensor:
+        """One utterance -> codes (n_q, frames).
+
+        wav: (T,) or channels-first (C, T), numpy or torch, at `sample_rate`
+        (default: the model's rate); it is mixed to mono and resampled.
+        Frames = ⌈T' / hop⌉ where T' is the length at the model rate.
+        """
+        from ..audio import prepare
+
+        x = prepare(wav, sample_rate or self.sample_rate, self.sample_rate)
+        t = torch.from_numpy(x).to(self.device)[None, None]  # (1, 1, T)
+        return self.encode_tensor(t, n_q)[0].long()
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes,
+        speaker: str | int | None = None,
+        seed: int = 0,
+        temperature: float = 1.0,
+        backend: str = "fast",
+        length: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """codes (n_q', F) or (B, n_q', F) -> float32 waveform (T,) or (B, T) at model.sample_rate.
+
+        `length` cuts the output to that many samples (e.g. the original length).
+        `backend`: "fast" (compiled loop) or "torch" (the reference); both turn
+        the same seed into the same samples.
+        """
+        codes = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
+        single = codes.dim() == 2
+        if single:
+            codes = codes[None]
+        if codes.dim() != 3:
+            raise ValueError(f"codes must be (n_q, frames) or (B, n_q, frames), got {tuple(codes.shape)}")
+        if codes.shape[1] > self.n_q:
+            raise ValueError(f"codes have {codes.shape[1]} codebooks, the model has {self.n_q}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        codes = codes.long().to(self.device)
+        B, _, Fr = codes.shape
+        T = min(length, Fr * self.hop_length) if length is not None else Fr * self.hop_length
+        spk = torch.full((B,), self.speaker_index(speaker), dtype=torch.long, device=self.device)
+        g = torch.Generator().manual_seed(int(seed))
+        uniforms = torch.rand(B, T, 2, generator=g, dtype=torch.float32).to(self.device)
+        z_q = self.quantizer.dequantize(codes)
+        was_training = self.training
+        self.eval()
+        try:
+            if backend == "torch":
+                wav = self.decoder.generate(z_q, spk, uniforms, temperature, length=T)
+            elif backend == "fast":
+                from ..fastgen import generate as fast_generate
+
+                wav = fast_generate(self.decoder, z_q, spk, uniforms, temperature, length=T, progress=progress)
+            else:
+                raise ValueError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
+        finally:
+            self.train(was_training)
+        wav = wav.float().cpu()
+        return wav[0] if single else wav
+
+    def save(self, path) -> None:
+        """Write a model directory: config.json + model.safetensors (+ prior)."""
+        from ..hub import save_model
+
+        save_model(self, path)
