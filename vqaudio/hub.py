@@ -17,8 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .audio import atomic_write
-from .errors import VQAudioError
 from .config import PriorConfig, VQVAEConfig, from_dict, to_dict
+from .errors import VQAudioError
 
 FORMAT = "vqaudio-model"
 FORMAT_VERSION = 1

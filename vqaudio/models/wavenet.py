@@ -31,7 +31,7 @@ def input_feature(wav: torch.Tensor, cfg: WaveNetConfig) -> torch.Tensor:
     """
     q = cfg.quantization_channels
     if cfg.output == "mulaw":
-        return mu_law_grid(mu_law_encode(wav, q), q)
+        return mu_law_grid(mu_law_encode(wav, q), q).to(wav.dtype)
     return mu_law_compress(wav, q - 1)
 
 
