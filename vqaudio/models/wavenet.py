@@ -232,7 +232,7 @@ class WaveNet(nn.Module):
             if spk is not None:
                 c = c + layer.spk(spk).unsqueeze(-1)
             biases.append(c)
-        bufs = [torch.zeros(B, self.cfg.residual_channels, (l.kernel_size - 1) * l.dilation, device=dev) for l in self.layers]
+        bufs = [torch.zeros(B, self.cfg.residual_channels, (lay.kernel_size - 1) * lay.dilation, device=dev) for lay in self.layers]
         out = torch.empty(B, T, device=dev)
         x_prev = torch.zeros(B, 1, device=dev)
         w_in = self.input_conv.weight[:, :, 0]  # (R, 1)
