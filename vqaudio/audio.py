@@ -125,6 +125,15 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
     return np.ascontiguousarray(wav, dtype=np.float32), sr
 
 
+def load_segment(path: str | os.PathLike, start: int, stop: int) -> np.ndarray:
+    """Samples [start, stop) of a file as mono float32, read without loading the rest."""
+    try:
+        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)  # (t, C)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
+    return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+
+
 def stream(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
     """Yield consecutive mono float32 blocks of a file at `sample_rate`.
 

@@ -199,8 +199,15 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if value not in get_args(tp):
             raise ValueError(f"{where}: {value!r} is not one of {get_args(tp)}")
         return value
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)  # e.g. devices: 2
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
@@ -246,3 +253,33 @@ class PriorConfig:
     dropout: float = 0.1
     max_frames: int = 4096  # longest sequence of frames (positions) it can model
     speaker_dropout: float = 0.1  # P(train with the "no speaker" entry)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (VQ-VAE or prior). Travels with the run, not with the model."""
+
+    data: str = ""  # a prepared corpus (vqaudio prepare ...)
+    out: str = "runs/vqvae"  # run directory: checkpoints, logs, samples, exported model
+    crop: int = 4096  # samples per training crop (multiple of the hop) / frames for the prior
+    batch_size: int = 8
+    lr: float = 2e-4
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    max_steps: int = 250_000
+    max_minutes: float = 0.0  # wall-clock budget (0: none); counted across resumes
+    val_every: int = 500  # steps between validations (and model exports)
+    val_utterances: int = 16
+    sample_seconds: float = 0.5  # length of the audio example written at each validation
+    ckpt_every: int = 500  # steps between checkpoints
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 2
+    precision: str = "32-true"  # "bf16-mixed" for autocast on CPUs with bf16 / GPUs
+    compile: bool = False  # torch.compile the training forward
+    accelerator: str = "auto"
+    devices: str = "1"  # "1", "2", "auto", "0,1"
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp" for several devices / nodes
+    dump_rank_state: bool = False  # tests: write each rank's quantizer state at the end

@@ -119,14 +119,16 @@ class ConditionNet(nn.Module):
 
 
 class ResidualLayer(nn.Module):
-    def __init__(self, cfg: WaveNetConfig, dilation: int, cond_channels: int, speaker_dim: int):
+    def __init__(self, cfg: WaveNetConfig, dilation: int, cond_channels: int, speaker_dim: int, last: bool = False):
         super().__init__()
         r, g, s = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
         self.dilation, self.kernel_size = dilation, cfg.kernel_size
         self.conv = nn.Conv1d(r, g, cfg.kernel_size, dilation=dilation)
         self.cond = nn.Conv1d(cond_channels, g, 1, bias=False)
         self.spk = nn.Linear(speaker_dim, g, bias=False) if speaker_dim else None
-        self.res = nn.Conv1d(g // 2, r, 1)
+        # The last layer's residual output feeds nothing: no projection (and no
+        # parameters DDP would see as unused).
+        self.res = None if last else nn.Conv1d(g // 2, r, 1)
         self.skip = nn.Conv1d(g // 2, s, 1)
 
     def gate(self, a: torch.Tensor) -> torch.Tensor:
@@ -145,7 +147,8 @@ class WaveNet(nn.Module):
         sdim = cfg.speaker_dim if n_speakers else 0
         self.input_conv = nn.Conv1d(1, cfg.residual_channels, 1)
         self.layers = nn.ModuleList(
-            ResidualLayer(cfg, d, self.condnet.out_channels, sdim) for d in cfg.dilations()
+            ResidualLayer(cfg, d, self.condnet.out_channels, sdim, last=i == cfg.n_layers - 1)
+            for i, d in enumerate(cfg.dilations())
         )
         self.head1 = nn.Conv1d(cfg.skip_channels, cfg.skip_channels, 1)
         self.head2 = nn.Conv1d(cfg.skip_channels, cfg.out_channels, 1)
@@ -193,7 +196,8 @@ class WaveNet(nn.Module):
                 a = a + layer.spk(spk).unsqueeze(-1)
             z = layer.gate(a)  # (B, G/2, T)
             skips = skips + layer.skip(z)
-            h = (h + layer.res(z)) * math.sqrt(0.5)
+            if layer.res is not None:
+                h = (h + layer.res(z)) * math.sqrt(0.5)
         return self.head2(F.relu(self.head1(F.relu(skips))))
 
     def loss(self, logits: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
@@ -253,7 +257,8 @@ class WaveNet(nn.Module):
                     buf[:, :, t % n] = h
                 z = layer.gate(a.unsqueeze(-1)).squeeze(-1)  # (B, G/2)
                 skips = skips + z @ layer.skip.weight[:, :, 0].t() + layer.skip.bias
-                h = (h + z @ layer.res.weight[:, :, 0].t() + layer.res.bias) * math.sqrt(0.5)
+                if layer.res is not None:
+                    h = (h + z @ layer.res.weight[:, :, 0].t() + layer.res.bias) * math.sqrt(0.5)
             y = F.relu(F.relu(skips) @ self.head1.weight[:, :, 0].t() + self.head1.bias)
             logits = y @ self.head2.weight[:, :, 0].t() + self.head2.bias  # (B, C_out)
             x = sample_from_logits(logits, uniforms[:, t], self.cfg, temperature)

@@ -1,0 +1,1 @@
+"""Training: Lightning modules, data loading for training, trainer construction."""

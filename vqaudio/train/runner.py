@@ -1,0 +1,177 @@
+"""Run configs (YAML + key=value overrides) and Lightning trainer construction.
+
+Shared by VQ-VAE and prior training: atomic checkpoints, automatic resume
+from `OUT/checkpoints/last.ckpt`, DDP that leaves codebook buffers to the
+quantizer's own all-reduce, CSV logs and a progress bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from ..config import TrainConfig, VQVAEConfig, apply_overrides, from_dict, to_dict
+from ..errors import VQAudioError
+
+
+class _QuietLightning(logging.Filter):
+    """Drop Lightning's advertising tip and a torch-internal deprecation notice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+PRESETS = {"paper": VQVAEConfig, "cpu": VQVAEConfig.cpu, "tiny": VQVAEConfig.tiny}
+
+
+class ConfigError(VQAudioError):
+    pass
+
+
+def parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
+    """YAML file + `section.key=value` overrides -> {"model": {...}, "train": {...}, "prior": {...}}."""
+    raw: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"no such config file: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=1e-3)")
+        key, value = item.split("=", 1)
+        section, _, rest = key.partition(".")
+        if section not in ("model", "train", "prior") or not rest:
+            raise ConfigError(f"override {key!r}: keys start with model., train. or prior.")
+        raw.setdefault(section, {})
+        raw[section][rest] = parse_value(value)
+    unknown = set(raw) - {"model", "train", "prior"}
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {sorted(unknown)}; use model, train, prior")
+    return raw
+
+
+def train_config(raw: dict[str, Any]) -> TrainConfig:
+    try:
+        return from_dict(TrainConfig, dict(raw.get("train") or {}), "train")
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def model_config(raw: dict[str, Any], speakers: list) -> VQVAEConfig:
+    """`model: {preset: cpu, decoder.stacks: 3, ...}` -> VQVAEConfig with the corpus' speakers."""
+    m = dict(raw.get("model") or {})
+    preset = m.pop("preset", "paper")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; presets: {', '.join(PRESETS)}")
+    try:
+        cfg = apply_overrides(PRESETS[preset](), m)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model: {e}") from None
+    if cfg.quantizer.codebook_size < 2:
+        raise ConfigError("model: codebook_size must be >= 2")
+    return cfg.with_speakers(speakers)
+
+
+def save_run_config(out: Path, raw: dict[str, Any], tcfg: TrainConfig, mcfg: Any) -> None:
+    from ..audio import atomic_write
+
+    doc = {"model": to_dict(mcfg), "train": to_dict(tcfg), "source": raw}
+    atomic_write(out / "run_config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False)))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temp file, fsync, then rename: a kill never leaves a half checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+class Throughput(Callback):
+    """Logs training samples/s (audio samples, all ranks) and the learning rate."""
+
+    def __init__(self, samples_per_step: int):
+        self.samples_per_step, self.t0 = samples_per_step, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if self.t0 is not None:
+            dt = now - self.t0
+            pl_module.log("samples_per_s", self.samples_per_step * trainer.world_size / dt, prog_bar=True)
+        self.t0 = now
+        pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    p = out / "checkpoints" / "last.ckpt"
+    return p if p.exists() else None
+
+
+def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_callbacks: list | None = None) -> L.Trainer:
+    strategy: Any = tcfg.strategy
+    if strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # Codebook EMA buffers are all-reduced by the quantizer itself; DDP's
+        # buffer broadcast from rank 0 would only hide a missing reduction.
+        strategy = DDPStrategy(broadcast_buffers=False, process_group_backend=None)
+    devices: Any = tcfg.devices
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    ckpt = ModelCheckpoint(
+        dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=tcfg.ckpt_every,
+        save_on_train_epoch_end=False,
+    )
+    return L.Trainer(
+        default_root_dir=str(out),
+        accelerator=tcfg.accelerator,
+        devices=devices,
+        num_nodes=tcfg.num_nodes,
+        strategy=strategy,
+        precision=tcfg.precision,
+        max_steps=tcfg.max_steps,
+        max_epochs=-1,
+        max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes > 0 else None,
+        val_check_interval=tcfg.val_every,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=tcfg.log_every,
+        gradient_clip_val=tcfg.grad_clip or None,
+        logger=CSVLogger(str(out), name="logs", version=""),
+        callbacks=[ckpt, Throughput(samples_per_step), TQDMProgressBar(refresh_rate=max(1, tcfg.log_every))]
+        + (extra_callbacks or []),
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # datasets stride by rank themselves (exact resume)
+        enable_model_summary=False,
+    )

@@ -1,0 +1,174 @@
+"""Training the VQ-VAE with PyTorch Lightning (one CPU to many GPUs / nodes)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig, VQVAEConfig
+from ..data.manifest import read_speakers
+from ..hub import save_model
+from ..models.quantizer import perplexity
+from ..models.vqvae import VQVAE
+from .data import FixedCrops, RandomCrops, utterances
+from .runner import (
+    ConfigError,
+    build_trainer,
+    last_checkpoint,
+    load_run_config,
+    model_config,
+    save_run_config,
+    train_config,
+)
+
+
+def lr_lambda(tcfg: TrainConfig):
+    def f(step: int) -> float:
+        warm = min(1.0, (step + 1) / tcfg.warmup_steps) if tcfg.warmup_steps else 1.0
+        if tcfg.lr_schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, tcfg.max_steps))))
+        return warm
+
+    return f
+
+
+class VQVAETask(L.LightningModule):
+    def __init__(self, mcfg: VQVAEConfig, tcfg: TrainConfig, out: Path):
+        super().__init__()
+        self.model = VQVAE(mcfg)
+        self.tcfg, self.out = tcfg, out
+        # not a registered submodule: checkpoints hold the plain model once
+        object.__setattr__(self, "forward_fn", torch.compile(self.model) if tcfg.compile else self.model)
+        self._val_counts: list[torch.Tensor] = []
+        self._val_nll: list[torch.Tensor] = []
+
+    # ---------------------------------------------------------------- data
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.tcfg
+        items = utterances(t.data, "train", self.model.speakers)
+        start = self.trainer.global_step * t.batch_size  # exact resume: continue the item stream
+        # The length must not depend on `start`: Lightning restores its position in
+        # the epoch (batches done) and ends the epoch at len(loader); a shorter
+        # loader would end the epoch early and replay the stream from `start`.
+        ds = RandomCrops(items, t.crop, t.seed, length=(t.max_steps + 1) * t.batch_size,
+                         offset=start, rank=self.global_rank, world=self.trainer.world_size)
+        return DataLoader(ds, batch_size=t.batch_size, num_workers=t.num_workers, shuffle=False,
+                          persistent_workers=t.num_workers > 0, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        t = self.tcfg
+        items = utterances(t.data, "valid", self.model.speakers)
+        if not items:
+            items = utterances(t.data, "train", self.model.speakers)[-t.val_utterances:]
+        # each rank validates its own share; metrics are reduced with sync_dist
+        items = items[: t.val_utterances][self.global_rank :: self.trainer.world_size]
+        return DataLoader(FixedCrops(items, t.crop, t.val_utterances), batch_size=t.batch_size)
+
+    # ---------------------------------------------------------------- steps
+
+    def training_step(self, batch, batch_idx):
+        wav, spk = batch  # (B, 1, T), (B,)
+        # dither / jitter / restarts draw from a generator seeded by the step: exact resume
+        torch.manual_seed(self.tcfg.seed * 1_000_003 + self.global_step * 97 + self.global_rank)
+        out = self.forward_fn(wav, spk)
+        log = dict(on_step=True, on_epoch=False)
+        self.log("loss", out.loss, prog_bar=True, **log)
+        self.log("nll", out.nll, prog_bar=True, **log)
+        self.log("codebook_loss", out.codebook_loss, **log)
+        self.log("commitment_loss", out.commitment_loss, **log)
+        self.log("perplexity", out.perplexity[0], prog_bar=True, **log)
+        self.log("codes_used", out.codes_used[0].float(), **log)
+        for i in range(1, len(out.perplexity)):
+            self.log(f"perplexity_q{i}", out.perplexity[i], **log)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        wav, spk = batch
+        out = self.model(wav, spk)
+        self._val_nll.append(out.nll.detach() * wav.shape[0])
+        k = self.model.codebook_size
+        self._val_counts.append(torch.stack([torch.bincount(out.codes[:, i].flatten(), minlength=k)
+                                             for i in range(out.codes.shape[1])]))
+        if batch_idx == 0 and self.global_rank == 0:
+            self._example = (wav[0, 0], int(spk[0]), out.codes[0])
+
+    def on_validation_epoch_end(self):
+        if not self._val_counts:
+            return
+        counts = torch.stack(self._val_counts).sum(0).float()  # (n_q, K)
+        n = float(len(self.trainer.val_dataloaders.dataset)) or 1.0  # this rank's utterances
+        self.log("val_nll", torch.stack(self._val_nll).sum() / n, sync_dist=True)
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(counts)
+        self.log("val_perplexity", perplexity(counts[0]), sync_dist=False)
+        self.log("val_codes_used", (counts[0] > 0).sum().float(), sync_dist=False)
+        self._val_counts.clear()
+        self._val_nll.clear()
+        if self.global_rank == 0 and not self.trainer.sanity_checking:
+            self.export()
+            self.write_example()
+
+    def export(self) -> None:
+        save_model(self.model, self.out / "model")
+
+    def write_example(self) -> None:
+        from ..audio import save
+
+        ex = getattr(self, "_example", None)
+        if ex is None or self.tcfg.sample_seconds <= 0:
+            return
+        wav, spk, codes = ex
+        n = min(len(wav), int(self.tcfg.sample_seconds * self.model.sample_rate))
+        frames = -(-n // self.model.hop_length)
+        self.model.eval()
+        gen = self.model.decode(codes[:, :frames].cpu(), speaker=spk, seed=0, length=n)
+        d = self.out / "samples"
+        save(d / f"step{self.global_step:07d}_input.wav", wav[:n].float().cpu(), self.model.sample_rate)
+        save(d / f"step{self.global_step:07d}_output.wav", gen, self.model.sample_rate)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.tcfg.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.tcfg))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_end(self):
+        if self.tcfg.dump_rank_state:
+            from safetensors.torch import save_file
+
+            state = {k: v.contiguous().clone() for k, v in self.model.quantizer.state_dict().items()}
+            save_file(state, str(self.out / f"rank{self.global_rank}_quantizer.safetensors"))
+        if self.global_rank == 0:
+            self.export()
+
+
+def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = True) -> Path:
+    raw = load_run_config(config_path, overrides)
+    tcfg = train_config(raw)
+    if not tcfg.data:
+        raise ConfigError("no training data: set train.data to a prepared corpus (vqaudio prepare ...)")
+    speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
+    mcfg = model_config(raw, speakers)
+    if tcfg.crop % mcfg.hop_length:
+        raise ConfigError(f"train.crop ({tcfg.crop}) must be a multiple of the hop ({mcfg.hop_length})")
+    out = Path(tcfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_run_config(out, raw, tcfg, mcfg)
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    task = VQVAETask(mcfg, tcfg, out)
+    trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
+    ckpt = last_checkpoint(out) if resume else None
+    if ckpt is not None and trainer.global_rank == 0:
+        print(f"resuming from {ckpt}", file=sys.stderr)
+    trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None)
+    return out / "model"
+
+
+def describe(model: VQVAE) -> dict[str, Any]:
+    return {"parameters": sum(p.numel() for p in model.parameters()), "bitrate": model.config.bitrate}
