@@ -210,6 +210,12 @@ class ResidualVQ(nn.Module):
 
     def forward(self, z_e: torch.Tensor, n_q: int | None = None) -> QuantizerOutput:
         """z_e (B, D, T) -> QuantizerOutput. `n_q` uses only the first n_q codebooks."""
+        # Nearest-neighbour search and EMA statistics in float32 even under
+        # bf16 autocast: bf16 distances would pick wrong codes.
+        with torch.autocast(z_e.device.type, enabled=False):
+            return self._forward(z_e.float(), n_q)
+
+    def _forward(self, z_e: torch.Tensor, n_q: int | None) -> QuantizerOutput:
         n_q = n_q or self.cfg.n_q
         B, D, T = z_e.shape
         residual = self._normalize(z_e).reshape(B * T, D)  # (N, D)
@@ -247,6 +253,7 @@ class ResidualVQ(nn.Module):
     def quantize(self, z_e: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """z_e (B, D, T) -> codes (B, n_q, T), without touching any statistics."""
         n_q = n_q or self.cfg.n_q
+        z_e = z_e.float()
         B, D, T = z_e.shape
         residual = self._normalize(z_e).reshape(B * T, D)
         codes = []
