@@ -1,0 +1,66 @@
+"""Summaries of per-utterance metrics into the sections of metrics.json."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics
+
+
+def mismatched_anchor(rows: list[dict], sr: int) -> dict:
+    """Chance level of the reconstruction metrics: each original crop scored against the next
+    utterance's original crop (different words), so that a number can be read against it."""
+    pairs = [(r["crop"], rows[(i + 1) % len(rows)]["crop"]) for i, r in enumerate(rows)] if len(rows) > 1 else []
+    vals = [{"stoi": metrics.stoi(a, b, sr), "log_mel": metrics.log_mel_distance(a, b, sr),
+             "mrstft": metrics.mrstft_distance(a, b)["total"]} for a, b in pairs]
+    return {"mismatched_utterance": means(vals, ["stoi", "log_mel", "mrstft"]) if vals else None}
+
+
+def means(per_utt: list[dict], keys: list[str]) -> dict:
+    out = {}
+    for k in keys:
+        v = [p[k] for p in per_utt if p.get(k) is not None and np.isfinite(p[k])]
+        out[k] = float(np.mean(v)) if v else None
+    return out
+
+
+def conversion_summary(per_utt: list[dict], judge_info: dict) -> dict:
+    out: dict = {"judge": judge_info, "resynth_judged_source": None, "conversion_judged_target": None,
+                 "conversion_judged_source": None, "original_judged_source": None}
+    if not judge_info.get("available"):
+        return out
+    trained = [p for p in per_utt if p["trained_speaker"]]
+    conv = [p for p in per_utt if p.get("judge_conversion") is not None]
+    if trained:
+        out["original_judged_source"] = float(np.mean([p["judge_original"] == p["speaker"] for p in trained]))
+        out["resynth_judged_source"] = float(np.mean([p["judge_resynth"] == p["speaker"] for p in trained]))
+    if conv:
+        out["conversion_judged_target"] = float(np.mean([p["judge_conversion"] == p["target_speaker"] for p in conv]))
+        out["conversion_judged_source"] = float(np.mean([p["judge_conversion"] == p["decode_speaker"] for p in conv]))
+    return out
+
+
+def prior_summary(prior: dict | None, cb: dict) -> dict | None:
+    if prior is None:
+        return None
+    return {**prior, "unigram_entropy_bits": cb["total"]["entropy_bits"],
+            "note": "unigram entropy of the same held-out codes (in-sample: a bound no unigram model beats)"}
+
+
+def missing_notes(per_utt: list[dict]) -> list[str]:
+    notes = []
+    for key, pkg in (("stoi", "pystoi"), ("pesq", "pesq")):
+        if per_utt and all(p[key] is None for p in per_utt):
+            why = "not installed" if metrics.optional(pkg) is None else "undefined on these signals"
+            notes.append(f"{key}: null ({pkg} {why})")
+    return notes
+
+
+def model_info(model) -> dict:
+    from ..hub import fingerprint
+
+    cfg = model.config
+    return {"path": str(getattr(model, "source_path", "") or ""), "fingerprint": fingerprint(model),
+            "sample_rate": cfg.sample_rate, "hop_length": cfg.hop_length, "codebook_size": cfg.quantizer.codebook_size,
+            "n_q": cfg.quantizer.n_q, "speakers": len(cfg.speakers), "prior": model.prior is not None,
+            "parameters": sum(p.numel() for p in model.parameters())}
