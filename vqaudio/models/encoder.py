@@ -53,6 +53,14 @@ class Encoder(nn.Module):
             layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
         self.proj = nn.Conv1d(cfg.channels, cfg.latent_dim, 1)
+        # Zero biases at init: speech is quiet (rms ~0.05) and default bias init
+        # (±1/sqrt(fan_in) = ±0.5 for the first conv) would make every frame's
+        # z_e nearly the same vector, so k-means init finds one cluster and the
+        # codebook collapses from step 0. Without biases the encoder starts
+        # scale-invariant after the quantizer's normalisation.
+        for m in self.modules():
+            if isinstance(m, nn.Conv1d) and m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         hop = self.cfg.hop_length
