@@ -1,0 +1,198 @@
+"""The `vqaudio` command: encode / decode / resynthesize / info on a tiny saved model.
+
+The `slow` tests run the real command in a subprocess (round trips, exports, a
+directory, one line per error, --verbose). The error matrix runs `cli.main`
+in-process: the same code path, without paying a torch import per case.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import vqaudio
+from vqaudio import codes as C
+from vqaudio.cli import main
+
+SR_IN = 44100
+N_IN = int(0.4 * SR_IN) + 3  # 0.4 s of stereo 44.1 kHz, 24-bit
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vqaudio", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def tone(n: int, sr: int, f: float = 220.0) -> np.ndarray:
+    t = np.arange(n) / sr
+    return (0.4 * np.sin(2 * np.pi * f * t) * np.sin(np.pi * t / t[-1] if n > 1 else 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny().with_speakers(["p225", "p226"])).save(root / "model")
+    torch.manual_seed(1)
+    vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny().with_speakers(["p225", "p226"])).save(root / "other")
+    stereo = np.stack([tone(N_IN, SR_IN), tone(N_IN, SR_IN, 330.0)], axis=1)  # (T, 2)
+    sf.write(root / "p226_003.wav", stereo, SR_IN, subtype="PCM_24")
+    (root / "corpus" / "p225").mkdir(parents=True)
+    sf.write(root / "corpus" / "p225" / "p225_001.wav", tone(8000, 16000), 16000)
+    sf.write(root / "corpus" / "p225" / "p225_002.flac", tone(5000, 22050, 180.0), 22050)
+    sf.write(root / "corpus" / "b.ogg", tone(3000, 16000, 500.0), 16000)
+    (root / "corpus" / "notes.txt").write_text("not audio, ignored")
+    sf.write(root / "short.wav", tone(400, 16000), 16000)  # 25 ms: cheap to decode with the torch loop
+    return root
+
+
+def user_error(capsys, argv: list[str], match: str) -> None:
+    """`argv` fails with exit 2 and exactly one line on stderr containing `match`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vqaudio: error:"), err
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ real command (subprocess)
+
+
+@pytest.mark.slow
+def test_encode_info_decode_round_trip(env):
+    m = str(env / "model")
+    r = run("encode", "p226_003.wav", "--model", m, cwd=env)
+    assert r.returncode == 0, r.stderr
+    vqa = env / "p226_003.vqa"
+    cf = C.read(vqa)
+    n16 = len(vqaudio.audio.load(env / "p226_003.wav", 16000)[0])  # length at the model rate (soxr rounds)
+    assert cf.length == n16 and cf.frames == -(-n16 // 16) and cf.n_q == 1
+    assert cf.speaker == "p226"  # from the file name
+    assert cf.header["source"] == {"name": "p226_003.wav", "sample_rate": SR_IN, "channels": 2, "length": N_IN}
+    assert vqa.stat().st_size == 14 + len(json.dumps(cf.header, sort_keys=True, separators=(",", ":"))) + -(-cf.frames * 4 // 8)
+
+    r = run("info", str(vqa), "--model", m)
+    assert r.returncode == 0, r.stderr
+    assert "payload bitrate  4000 bit/s" in r.stdout and "matches" in r.stdout
+
+    r = run("decode", str(vqa), "--model", m, "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    wav, sr = sf.read(env / "p226_003.decoded.wav")
+    assert sr == 16000 and len(wav) == n16
+    assert sf.info(env / "p226_003.wav").samplerate == SR_IN  # the source is untouched
+
+
+@pytest.mark.slow
+def test_directory_mirrored_and_exports(env):
+    m = str(env / "model")
+    r = run("encode", str(env / "corpus"), "-o", str(env / "npy"), "--format", "npy", "--model", m)
+    assert r.returncode == 0, r.stderr
+    got = sorted(p.relative_to(env / "npy").as_posix() for p in (env / "npy").rglob("*") if p.is_file())
+    assert got == ["b.npy", "p225/p225_001.npy", "p225/p225_002.npy"]
+    arr = np.load(env / "npy" / "p225" / "p225_001.npy")
+    model = vqaudio.load_model(m)
+    assert np.array_equal(arr, model.encode(tone(8000, 16000)).numpy())
+
+    r = run("encode", str(env / "corpus" / "b.ogg"), "-o", str(env / "b.json"), "--format", "json", "--model", m)
+    assert r.returncode == 0, r.stderr
+    obj = json.loads((env / "b.json").read_text())
+    assert obj["header"]["frames"] == len(obj["codes"][0]) == 3000 // 16 + 1
+
+
+@pytest.mark.slow
+def test_resynthesize_speaker_conversion(env):
+    r = run("resynthesize", str(env / "short.wav"), "--speaker", "p225", "--model", str(env / "model"),
+            "-o", str(env / "conv.wav"), "--backend", "torch")
+    assert r.returncode == 0, r.stderr
+    wav, sr = sf.read(env / "conv.wav")
+    assert sr == 16000 and len(wav) == 400 and "speaker p225" in r.stdout
+
+
+@pytest.mark.slow
+def test_errors_are_one_line_and_verbose_shows_traceback(env):
+    m = str(env / "model")
+    r = run("encode", str(env / "missing.wav"), "--model", m)
+    assert r.returncode == 2 and r.stderr.strip() == f"vqaudio: error: no such file or directory: {env / 'missing.wav'}"
+    (env / "bad.vqa").write_bytes(b"\x93VQA\x01\x00\x20\x00\x00\x00{}")
+    r = run("decode", str(env / "bad.vqa"), "--model", m)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "truncated" in r.stderr
+    r = run("--verbose", "decode", str(env / "bad.vqa"), "--model", m)
+    assert r.returncode != 0 and "Traceback" in r.stderr and "TruncatedCodesError" in r.stderr
+    assert not (env / "bad.decoded.wav").exists()
+
+
+# ------------------------------------------------------------------ in-process error matrix
+
+
+def test_user_errors(env, capsys, tmp_path):
+    m = str(env / "model")
+    wav = str(env / "corpus" / "b.ogg")
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "text.wav").write_text("hello")
+    sf.write(tmp_path / "silent.wav", np.zeros(0, np.float32), 16000)
+    user_error(capsys, ["encode", str(tmp_path / "nope.wav"), "-m", m], "no such file")
+    user_error(capsys, ["encode", str(tmp_path / "empty_dir"), "-m", m], "no audio files under")
+    user_error(capsys, ["encode", str(tmp_path / "text.wav"), "-m", m], "not a readable audio file")
+    user_error(capsys, ["encode", str(tmp_path / "silent.wav"), "-m", m], "is empty")
+    user_error(capsys, ["encode", wav, "-m", str(tmp_path / "no_model")], "no such model")
+    user_error(capsys, ["encode", wav, "-m", m, "-o", str(env / "p226_003.wav" / "x.vqa")], "cannot write")
+    user_error(capsys, ["encode", wav, "-m", m, "--n-q", "2"], "--n-q must be between 1 and 1")
+    user_error(capsys, ["resynthesize", wav, "-m", m, "--speaker", "p999"], "known speakers: p225, p226")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_dir", "silent.wav", "text.wav"]  # nothing half-written
+
+    assert main(["encode", str(env / "short.wav"), "-m", m, "-o", str(tmp_path / "b.vqa")]) == 0
+    good = (tmp_path / "b.vqa").read_bytes()
+    user_error(capsys, ["decode", str(tmp_path / "b.vqa"), "-m", str(env / "other")], "--force")
+    user_error(capsys, ["decode", str(tmp_path / "b.vqa"), "-m", m, "--speaker", "nobody"], "known speakers: p225, p226")
+    for name, data, match in [
+        ("magic.vqa", b"RIFF" + good[4:], "wrong magic"),
+        ("version.vqa", good[:4] + b"\x09\x00" + good[6:], "format version 9"),
+        ("crc.vqa", good[:-6] + bytes([good[-6] ^ 1]) + good[-5:], "checksum mismatch"),
+        ("cut.vqa", good[:-3], "truncated"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        user_error(capsys, ["decode", str(tmp_path / name), "-m", m], match)
+        user_error(capsys, ["info", str(tmp_path / name), "-m", m], match)
+    user_error(capsys, ["decode", str(tmp_path / "absent.vqa"), "-m", m], "no such file")
+    assert not list(tmp_path.glob("*.wav")) or sorted(p.name for p in tmp_path.glob("*.wav")) == ["silent.wav", "text.wav"]
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "b.vqa"), "-m", str(env / "other"), "--force", "--backend", "torch"]) == 0
+    assert sf.info(tmp_path / "b.decoded.wav").frames == 400
+
+
+def test_chunked_cli_encode_is_byte_identical(env, tmp_path):
+    m = str(env / "model")
+    src = str(env / "p226_003.wav")
+    assert main(["encode", src, "-m", m, "-o", str(tmp_path / "whole.vqa"), "--chunk-seconds", "0"]) == 0
+    assert main(["encode", src, "-m", m, "-o", str(tmp_path / "chunk.vqa"), "--chunk-seconds", "0.013"]) == 0
+    assert (tmp_path / "whole.vqa").read_bytes() == (tmp_path / "chunk.vqa").read_bytes()
+
+
+def test_batch_skips_bad_files_but_fails(env, capsys, tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    sf.write(d / "good.wav", tone(800, 16000), 16000)
+    (d / "bad.wav").write_text("nope")
+    assert main(["encode", str(d), "-m", str(env / "model"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "skipped" in err and "bad.wav" in err and "1 of 2 files failed" in err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.vqa"]
+
+
+def test_embeddings_and_npy_decode(env, tmp_path):
+    m = str(env / "model")
+    src = str(env / "corpus" / "b.ogg")
+    assert main(["encode", src, "-m", m, "-o", str(tmp_path / "b.emb.npy"), "--format", "embeddings"]) == 0
+    z = np.load(tmp_path / "b.emb.npy")
+    assert z.shape == (3000 // 16 + 1, 8) and z.dtype == np.float32
+    short = str(env / "short.wav")
+    assert main(["encode", short, "-m", m, "-o", str(tmp_path / "s.npy"), "--format", "npy"]) == 0
+    assert main(["decode", str(tmp_path / "s.npy"), "-m", m, "--backend", "torch", "-o", str(tmp_path / "o.wav")]) == 0
+    assert sf.info(tmp_path / "o.wav").frames == 400  # no header: whole frames (400 = 25 x 16)

@@ -1,0 +1,242 @@
+"""Inference on files and long arrays: chunked (streaming) encode, decode to a file.
+
+Chunked encoding. The encoder is a stack of convolutions, so frame f's code
+depends only on samples within `model.encoder.context()` of its own hop span.
+A chunk of C frames is therefore encoded from a window that extends
+ceil(left/hop) frames to the left and ceil(right/hop) frames to the right,
+starting on a hop boundary (so every stride lines up with the whole-file
+grid); the overlap frames are dropped. The first window starts at sample 0 and
+the last one ends at the (hop-padded) end of the file, exactly where the whole
+encode has its own zero padding, so the kept frames see exactly the inputs
+they see in a whole encode. Memory: one read block + one window, whatever the
+file's length.
+
+Files are always read through `audio.stream` (soxr's streaming resampler),
+so the encode of a file is the same whether it is done whole or in chunks,
+and whatever the read block size. (On the rates we checked, the streaming
+resampler also gives bit-identical samples to `soxr.resample` of the whole
+file, i.e. to `model.encode(audio.load(path)[0], sr)`.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import audio
+from .errors import VQAudioError
+
+DEFAULT_CHUNK_SECONDS = 10.0  # window ≈ 10 s: ~100 MB of activations for the paper's encoder
+DEFAULT_BLOCK_SECONDS = 10.0  # file read block
+
+
+class OutputError(VQAudioError, OSError):
+    """An output file that cannot be written (permissions, missing volume, ...)."""
+
+
+@dataclass
+class EncodedAudio:
+    codes: torch.Tensor  # (n_q, frames) long
+    length: int  # samples at the model rate
+    source: dict | None = None  # {"name", "sample_rate", "channels", "length"} of the source file
+
+
+def overlap_frames(model) -> tuple[int, int]:
+    """(left, right) frames of overlap a chunk needs for exact codes."""
+    left, right = model.encoder.context()
+    hop = model.hop_length
+    return -(-left // hop), -(-right // hop)
+
+
+class StreamingEncoder:
+    """Feed audio at the model rate in blocks of any size; get codes chunk by chunk.
+
+    The concatenation of everything `push` and `finish` return equals
+    `model.encode_tensor(whole)` (up to float rounding of conv kernels, see
+    docs/cli.md), for any block sizes and any `chunk_frames` >= 1.
+    """
+
+    def __init__(self, model, chunk_frames: int, n_q: int | None = None):
+        if chunk_frames < 1:
+            raise ValueError("chunk_frames must be >= 1")
+        self.model = model
+        self.hop = model.hop_length
+        self.chunk = int(chunk_frames)
+        self.n_q = n_q
+        self.left, self.right = overlap_frames(model)
+        self.buf = np.zeros(0, dtype=np.float32)  # samples from absolute index buf_start
+        self.buf_start = 0
+        self.next_frame = 0  # first frame not yet emitted
+        self.total = 0  # samples pushed so far
+
+    def _encode(self, start: int, stop: int | None, first: int, count: int) -> torch.Tensor:
+        """Encode buffer samples [start, stop) (absolute) and keep `count` frames from `first`."""
+        a, b = start - self.buf_start, (stop if stop is not None else self.total) - self.buf_start
+        x = torch.from_numpy(self.buf[a:b]).to(self.model.device)[None, None]  # (1, 1, t)
+        codes = self.model.encode_tensor(x, self.n_q)[0]  # (n_q, f)
+        k = first - start // self.hop
+        return codes[:, k:k + count].long().cpu()
+
+    def push(self, block: np.ndarray) -> list[torch.Tensor]:
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        self.buf = np.concatenate([self.buf, block]) if self.buf.size else block.copy()
+        self.total += block.size
+        out = []
+        while (self.next_frame + self.chunk + self.right) * self.hop <= self.total:
+            f0 = self.next_frame
+            start = max(0, f0 - self.left) * self.hop
+            out.append(self._encode(start, (f0 + self.chunk + self.right) * self.hop, f0, self.chunk))
+            self.next_frame += self.chunk
+            self._drop(max(0, self.next_frame - self.left) * self.hop)
+        return out
+
+    def _drop(self, keep_from: int) -> None:
+        if keep_from > self.buf_start:
+            self.buf = self.buf[keep_from - self.buf_start:].copy()  # copy: let the old block go
+            self.buf_start = keep_from
+
+    def finish(self) -> list[torch.Tensor]:
+        frames = -(-self.total // self.hop)
+        if frames <= self.next_frame:
+            return []
+        f0 = self.next_frame
+        start = max(0, f0 - self.left) * self.hop
+        out = [self._encode(start, None, f0, frames - f0)]  # encode_tensor pads the tail to the hop
+        self.next_frame = frames
+        self.buf = np.zeros(0, dtype=np.float32)
+        return out
+
+
+def encode_blocks(model, blocks: Iterable[np.ndarray], chunk_frames: int | None = None, n_q: int | None = None,
+                  on_samples: Callable[[int], None] | None = None) -> tuple[torch.Tensor, int]:
+    """Blocks of mono float32 audio at the model rate -> (codes (n_q, frames), length).
+
+    chunk_frames=None encodes the concatenation in one pass (the "whole" encode).
+    """
+    if chunk_frames is None:
+        parts = [np.asarray(b, dtype=np.float32).reshape(-1) for b in blocks]
+        wav = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        if on_samples is not None:
+            on_samples(wav.size)
+        if wav.size == 0:
+            raise audio.EmptyAudioError("audio is empty (0 samples)")
+        x = torch.from_numpy(wav).to(model.device)[None, None]  # (1, 1, T)
+        return model.encode_tensor(x, n_q)[0].long().cpu(), int(wav.size)
+    enc = StreamingEncoder(model, chunk_frames, n_q)
+    chunks: list[torch.Tensor] = []
+    for b in blocks:
+        chunks.extend(enc.push(b))
+        if on_samples is not None:
+            on_samples(len(b))
+    chunks.extend(enc.finish())
+    if enc.total == 0:
+        raise audio.EmptyAudioError("audio is empty (0 samples)")
+    return torch.cat(chunks, dim=1), enc.total
+
+
+def chunk_frames_for(model, chunk_seconds: float | None) -> int | None:
+    if chunk_seconds is None:
+        return None
+    return max(1, int(round(chunk_seconds * model.sample_rate / model.hop_length)))
+
+
+def encode_array(model, wav, sample_rate: int | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+                 n_q: int | None = None) -> torch.Tensor:
+    """Like `model.encode` (same preparation), but in chunks: codes (n_q, frames)."""
+    x = audio.prepare(wav, sample_rate or model.sample_rate, model.sample_rate)
+    codes, _ = encode_blocks(model, [x], chunk_frames_for(model, chunk_seconds), n_q)
+    return codes
+
+
+def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+                n_q: int | None = None, block_seconds: float = DEFAULT_BLOCK_SECONDS,
+                progress: bool = False) -> EncodedAudio:
+    """Encode an audio file while holding only one block and one chunk of it."""
+    sr, channels, n = audio.info(path)
+    if n == 0:
+        raise audio.EmptyAudioError(f"{path} is empty (0 samples)")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        total = n / sr
+        bar = tqdm(total=round(total, 1), unit="s", desc=Path(path).name, leave=False, disable=None,
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
+    try:
+        with torch.inference_mode():
+            codes, length = encode_blocks(
+                model, audio.stream(path, model.sample_rate, block_seconds), chunk_frames_for(model, chunk_seconds),
+                n_q, on_samples=(lambda k: bar.update(k / model.sample_rate)) if bar is not None else None,
+            )
+    except audio.EmptyAudioError:
+        raise audio.EmptyAudioError(f"{path} is empty (0 samples)") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    source = {"name": Path(path).name, "sample_rate": sr, "channels": channels, "length": n}
+    return EncodedAudio(codes=codes, length=length, source=source)
+
+
+# ------------------------------------------------------------------ speakers and outputs
+
+
+def guess_speaker(model, path: str | os.PathLike | None) -> str | None:
+    """A model speaker named by the file: `p225_001.wav` or `.../p225/x.wav` -> "p225"."""
+    if path is None or not model.speakers:
+        return None
+    p = Path(path)
+    known = set(model.speakers)
+    stem = p.name.split(".")[0]
+    for sep in ("_", "-", " "):
+        head = stem.split(sep)[0]
+        if head in known:
+            return head
+    if stem in known:
+        return stem
+    if p.parent.name in known:
+        return p.parent.name
+    return None
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn OS failures while writing `path` into one clear line (OutputError)."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, VQAudioError):
+            raise
+        raise OutputError(f"cannot write {path} ({e.strerror or e})") from None
+
+
+def safe_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """audio.atomic_write (temp file + rename), with OS failures as OutputError."""
+    with writing(path):
+        audio.atomic_write(path, write)
+        _umask_mode(path)
+
+
+def _umask_mode(path: str | os.PathLike) -> None:
+    # atomic_write's temp file is created 0600 (mkstemp); give outputs the usual umask mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def decode_to_file(model, codes, out: str | os.PathLike, speaker: str | int | None = None, seed: int = 0,
+                   temperature: float = 1.0, backend: str = "fast", length: int | None = None,
+                   progress: bool = False) -> torch.Tensor:
+    """Decode codes (n_q, frames) to audio at the model rate, cut to `length`; written atomically."""
+    model.speaker_index(speaker)  # unknown speaker: fail before any work
+    wav = model.decode(torch.as_tensor(np.asarray(codes)), speaker=speaker, seed=seed, temperature=temperature,
+                       backend=backend, length=length, progress=progress)  # (T,)
+    with writing(out):
+        audio.save(out, wav, model.sample_rate)
+        _umask_mode(out)
+    return wav
