@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .codebook import prune  # noqa: E402
 from .config import EncoderConfig, PriorConfig, QuantizerConfig, SpeakerInfo, VQVAEConfig, WaveNetConfig  # noqa: E402
 from .hub import fingerprint, load_model, save_model  # noqa: E402
 from .models.vqvae import VQVAE, VQVAEOutput  # noqa: E402
@@ -17,5 +18,6 @@ __all__ = [
     "WaveNetConfig",
     "fingerprint",
     "load_model",
+    "prune",
     "save_model",
 ]

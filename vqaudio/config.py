@@ -58,6 +58,10 @@ class QuantizerConfig:
     restart_threshold: float = 1.0
     restart_every: int = 50  # steps between restart checks
     quantizer_dropout: float = 0.0  # P(train a batch with a random n_q' < n_q)
+    # Set by `vqaudio codebook prune`: per codebook, the index in the original
+    # (never pruned) codebook of each kept code, so new code j of codebook q
+    # was original code kept_codes[q][j]. Empty: the codebook was never pruned.
+    kept_codes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def bits_per_code(self) -> int:
