@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import VQAudioError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands taking `key=value` overrides accept them anywhere on the line
+    # (argparse alone would refuse them after an option such as --config).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides or []) + extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else EXIT_USER_ERROR
