@@ -24,8 +24,16 @@ system-deps:
 	    (apt-get update -q && apt-get install -y -q espeak-ng) >/dev/null; \
 	  else echo "note: espeak-ng not installed; tests that need it are skipped"; fi; }
 
+# The main job on the shipped default model; outputs land in demo_out/.
 demo: $(STAMP)
+	@mkdir -p demo_out
+	$(VENV)/bin/vqaudio encode examples/speech.wav -o demo_out/speech.vqa
+	$(VENV)/bin/vqaudio info demo_out/speech.vqa
+	$(VENV)/bin/vqaudio decode demo_out/speech.vqa -o demo_out/speech.decoded.wav
+	$(VENV)/bin/vqaudio resynthesize examples/speech.wav --speaker fl002 -o demo_out/speech.as_fl002.wav
+	$(VENV)/bin/vqaudio sample --speaker fe001 --seconds 3 -o demo_out/sample.wav
 	$(PY) examples/demo.py
+	@echo "demo outputs in demo_out/: speech.vqa speech.decoded.wav speech.as_fl002.wav sample.wav"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vqaudio tests benchmarks examples

@@ -1,16 +1,14 @@
-"""`make demo`: what the package can do on a fresh install (placeholder until the default model ships)."""
+"""The Python API on the shipped default model (run by `make demo`)."""
 
 import numpy as np
-import torch
 
 import vqaudio
+from vqaudio.audio import load
 
-torch.manual_seed(0)
-model = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny()).eval()
-sr = model.sample_rate
-t = np.arange(sr) / sr
-wav = (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
-codes = model.encode(wav, sr)
+model = vqaudio.load_model()  # the shipped default
+wav, sr = load("examples/speech.wav")
+codes = model.encode(wav, sr)  # LongTensor (n_q, frames)
 out = model.decode(codes, speaker=model.speakers[0], seed=0, length=len(wav))
-print(f"input {wav.shape} at {sr} Hz -> codes {tuple(codes.shape)} -> output {tuple(out.shape)}")
-print(f"bitrate {model.config.bitrate:g} bit/s (untrained tiny model)")
+print(f"{len(wav) / sr:.2f} s at {sr} Hz -> codes {tuple(codes.shape)} "
+      f"({model.config.bitrate:g} bit/s, K={model.codebook_size}) -> {tuple(out.shape)} samples")
+print(f"distinct codes in this utterance: {len(np.unique(codes.numpy()))}")

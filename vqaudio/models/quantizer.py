@@ -113,6 +113,11 @@ class VectorQuantizer(nn.Module):
         if self.cfg.update == "ema":
             self.ema_sum.copy_(c)
             self.ema_count.fill_(1.0)
+        # Usage starts at the fair share of this batch, so codes that go unused
+        # fall below the restart threshold within a few steps, not ~70.
+        n = torch.tensor(float(z.shape[0]), device=z.device)
+        _all_reduce(n)
+        self.usage.fill_(float(n) / self.cfg.codebook_size)
         self.initialized.fill_(True)
 
     @torch.no_grad()
