@@ -9,11 +9,12 @@ MODE=${1:-cpu}
 STAGE=${STAGE:-0}
 VQ=${VQAUDIO:-vqaudio}
 if [ "$MODE" = smoke ]; then
-  DATA=data/synthetic-smoke; RUN=runs/synthetic-smoke; VQCFG=recipes/synthetic/smoke.yaml
+  DATA=${DATA:-data/synthetic-smoke}; RUN=${RUN:-runs/synthetic-smoke}; VQCFG=recipes/synthetic/smoke.yaml
   PRIORCFG=recipes/synthetic/prior_smoke.yaml; SPK=4; UTT=6; EVAL_N=2; SYNTH=espeak
 else
-  DATA=data/synthetic; RUN=runs/synthetic; VQCFG=recipes/synthetic/vqvae_cpu.yaml
-  PRIORCFG=recipes/synthetic/prior.yaml; SPK=${SPEAKERS:-40}; UTT=${UTTERANCES:-250}; EVAL_N=16; SYNTH=all
+  DATA=${DATA:-data/synthetic}; RUN=${RUN:-runs/synthetic}; VQCFG=recipes/synthetic/vqvae_cpu.yaml
+  PRIORCFG=recipes/synthetic/prior.yaml; SPK=${SPEAKERS:-40}; UTT=${UTTERANCES:-60}; EVAL_N=16
+  SYNTH=${SYNTH:-espeak,flite,festival}
 fi
 
 if [ "$STAGE" -le 0 ]; then
@@ -25,15 +26,11 @@ if [ "$STAGE" -le 1 ]; then
   $VQ train vqvae --config "$VQCFG" train.data="$DATA" train.out="$RUN/vqvae"
 fi
 if [ "$STAGE" -le 2 ]; then
-  if [ -f "$PRIORCFG" ] && $VQ train --help >/dev/null 2>&1; then
-    echo "== stage 2: train the prior (added to $RUN/vqvae/model)"
-    $VQ train prior --config "$PRIORCFG" --vqvae "$RUN/vqvae/model" train.data="$DATA" train.out="$RUN/prior"
-  fi
+  echo "== stage 2: train the prior (added to $RUN/vqvae/model)"
+  $VQ train prior --config "$PRIORCFG" --vqvae "$RUN/vqvae/model" train.data="$DATA" train.out="$RUN/prior"
 fi
 if [ "$STAGE" -le 3 ]; then
-  if $VQ evaluate --help >/dev/null 2>&1; then
-    echo "== stage 3: evaluate on held-out utterances and speakers -> $RUN/eval"
-    $VQ evaluate --model "$RUN/vqvae/model" --data "$DATA" --split test --max-utterances "$EVAL_N" --report "$RUN/eval"
-  fi
+  echo "== stage 3: evaluate on held-out utterances -> $RUN/eval"
+  $VQ evaluate --model "$RUN/vqvae/model" --data "$DATA" --split test --max-utterances "$EVAL_N" --report "$RUN/eval"
 fi
 echo "done: model in $RUN/vqvae/model"
