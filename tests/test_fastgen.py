@@ -1,0 +1,145 @@
+"""The fast generation backend (vqaudio.fastgen) against the torch reference `WaveNet.generate`.
+
+μ-law output: the generated classes must be identical (the sample values too,
+up to the last bit of the reference's own μ-law expansion); MoL: the same
+values up to float32 rounding. Logits must match the teacher-forced forward
+pass on the generated waveform within 1e-4.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+import vqaudio
+import vqaudio.fastgen as fastgen
+from vqaudio.audio import mu_law_encode
+from vqaudio.config import VQVAEConfig, WaveNetConfig
+from vqaudio.fastgen import generate, generate_with_logits
+from vqaudio.models.wavenet import WaveNet
+
+HOP = 8
+
+
+def make_net(output="mulaw", upsample="repeat", n_speakers=3, kernel_size=2, stacks=2, layers=3, seed=0):
+    torch.manual_seed(seed)
+    cfg = WaveNetConfig(stacks=stacks, layers_per_stack=layers, kernel_size=kernel_size, residual_channels=8,
+                        gate_channels=16, skip_channels=8, cond_channels=8, cond_layers=1, speaker_dim=4,
+                        output=output, n_mixtures=3, upsample=upsample)
+    net = WaveNet(cfg, latent_dim=5, hop=HOP, n_speakers=n_speakers).eval()
+    # Larger weights than the init make the outputs depend strongly on the past,
+    # so a mismatch in any tap, scaling or bias shows up in the samples.
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(2.0)
+    return net
+
+
+def inputs(net, B, frames, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(B, 5, frames, generator=g)
+    spk = torch.arange(B) % 3 if net.speaker_embedding is not None else None
+    u = torch.rand(B, frames * HOP, 2, generator=g)
+    return z, spk, u
+
+
+def assert_same_samples(net, ref, fast):
+    assert ref.shape == fast.shape and fast.dtype == torch.float32
+    if net.cfg.output == "mulaw":
+        q = net.cfg.quantization_channels
+        assert torch.equal(mu_law_encode(ref, q), mu_law_encode(fast, q))
+        # the reference's μ-law expansion may differ in the last bit with the batch shape
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+    else:
+        torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
+
+
+def assert_logits_match_teacher_forcing(net, wav, logits, z, spk):
+    tf = net(wav[:, None], z, spk)  # (B, C, T) teacher-forced on the generated waveform
+    torch.testing.assert_close(logits, tf.transpose(1, 2), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("n_speakers", [0, 3])
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_fast_equals_torch_reference(output, upsample, n_speakers, kernel_size):
+    net = make_net(output, upsample, n_speakers, kernel_size)
+    B = 3 if kernel_size == 2 else 1
+    z, spk, u = inputs(net, B, frames=10)
+    ref = net.generate(z, spk, u, 1.0)
+    fast, logits = generate_with_logits(net, z, spk, u, 1.0)
+    assert_same_samples(net, ref, fast)
+    assert_logits_match_teacher_forcing(net, fast, logits, z, spk)
+
+
+@pytest.mark.parametrize("output,frames", [("mulaw", 375), ("mol", 125)])
+def test_several_thousand_steps(output, frames):
+    net = make_net(output, "repeat", 2, stacks=1, layers=4)
+    z, spk, u = inputs(net, 1, frames=frames)  # μ-law: 3000 steps; MoL: 1000
+    ref = net.generate(z, spk, u, 1.0)
+    fast = generate(net, z, spk, u, 1.0)
+    assert_same_samples(net, ref, fast)
+    if output == "mulaw":  # the stream is not stuck: many distinct classes
+        assert mu_law_encode(fast).unique().numel() > 20
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_temperature(output, temperature):
+    net = make_net(output, "repeat", 3)
+    z, spk, u = inputs(net, 2, frames=8)
+    ref = net.generate(z, spk, u, temperature)
+    assert_same_samples(net, ref, generate(net, z, spk, u, temperature))
+
+
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+def test_length_not_a_multiple_of_hop(upsample):
+    net = make_net("mulaw", upsample, 3)
+    z, spk, u = inputs(net, 2, frames=7)
+    T = 5 * HOP + 3
+    ref = net.generate(z, spk, u[:, :T], 1.0, length=T)
+    fast = generate(net, z, spk, u[:, :T], 1.0, length=T)
+    assert fast.shape == (2, T)
+    assert_same_samples(net, ref, fast)
+
+
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+def test_state_carries_over_between_chunks(monkeypatch, upsample):
+    net = make_net("mulaw", upsample, 3)
+    z, spk, u = inputs(net, 3, frames=12)
+    whole = generate(net, z, spk, u, 1.0)
+    monkeypatch.setattr(fastgen, "CHUNK", 2 * HOP)  # repeat: 6 kernel calls
+    monkeypatch.setattr(fastgen, "BIAS_BYTES", 3 * 6 * 16 * 4 * 5)  # transposed: 5 samples per call
+    chunked = generate(net, z, spk, u, 1.0, progress=True)
+    assert torch.equal(whole, chunked)
+
+
+def test_streams_are_independent():
+    """A stream's output does not depend on the other streams of the batch (nor on the thread split)."""
+    net = make_net("mulaw", "repeat", 3)
+    z, spk, u = inputs(net, 5, frames=6)
+    batch = generate(net, z, spk, u, 1.0)
+    one = generate(net, z[3:4], spk[3:4], u[3:4], 1.0)
+    assert torch.equal(batch[3:4], one)
+
+
+def test_length_longer_than_latents_is_an_error():
+    net = make_net()
+    z, spk, u = inputs(net, 1, frames=2)
+    with pytest.raises(ValueError, match="longer"):
+        generate(net, z, spk, torch.rand(1, 3 * HOP, 2), 1.0, length=3 * HOP)
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_model_decode_fast_equals_torch(output):
+    cfg = VQVAEConfig.tiny()
+    cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, output=output))
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(cfg).eval()
+    codes = torch.randint(0, model.codebook_size, (model.n_q, 9))
+    length = 9 * model.hop_length - 5
+    ref = model.decode(codes, speaker="s1", seed=3, backend="torch", length=length)
+    fast = model.decode(codes, speaker="s1", seed=3, backend="fast", length=length)
+    assert fast.shape == (length,)
+    assert_same_samples(model.decoder, ref[None], fast[None])

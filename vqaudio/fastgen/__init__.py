@@ -1,0 +1,209 @@
+"""Fast WaveNet generation: the reference `WaveNet.generate`, outside the PyTorch dispatcher.
+
+    wav = generate(decoder, z_q, speaker, uniforms, temperature=1.0, length=None, progress=False)
+
+Same arguments and result as `decoder.generate` (the torch reference): the same
+uniforms give the same samples (μ-law: identical classes; MoL: the same values
+up to float32 rounding). The loop runs in a numba kernel (`kernel.py`),
+compiled once per install (`cache=True`); streams (the batch) are spread over
+the cores.
+
+Exact refactorings done here, once per call:
+- conditioning: the projection of every layer (+ conv bias + speaker projection)
+  is one matrix product per latent frame (repeat upsampling) or per sample
+  (transposed), computed in torch chunk by chunk so memory stays bounded;
+- the residual scaling: h_l = c_l·ĥ_l with c_l = √½^l, so the kernel keeps the
+  unscaled ĥ (ring buffers too), c_l is folded into the layer's conv weights and
+  1/c_l into its residual weights and bias;
+- the dilated taps and the current input are one fused (k·R × G) product;
+- the skip biases are summed into one vector, the skip products deferred into
+  one (L·G/2 × S) product per step.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..audio import mu_law_decode
+from ..models.wavenet import WaveNet, input_feature
+from . import kernel
+
+CHUNK = 4096  # samples per kernel call (progress granularity)
+BIAS_BYTES = 1 << 26  # cap on the per-chunk conditioning biases, bytes
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), created on first multi-stream call
+
+
+def _threads(n: int) -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool[0] < n:
+        _pool = (n, ThreadPoolExecutor(n, thread_name_prefix="vqaudio-fastgen"))
+    return _pool[1]
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().to(torch.float32).numpy())
+
+
+def pack_weights(decoder: WaveNet) -> dict:
+    """Fold the decoder's weights into the kernel's layout (float32, C-contiguous)."""
+    cfg = decoder.cfg
+    layers = decoder.layers
+    R, G, K = cfg.residual_channels, cfg.gate_channels, cfg.kernel_size
+    dil = np.array([layer.dilation for layer in layers], np.int64)
+    rows = (K - 1) * dil
+    off = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    wc, wr, br = [], [], []
+    for i, layer in enumerate(layers):
+        c = math.sqrt(0.5) ** i  # h_i = c·ĥ_i
+        w = layer.conv.weight.detach().double()  # (G, R, K)
+        wc.append(w.permute(2, 1, 0).reshape(K * R, G) * c)  # row j·R + r: tap j, channel r
+        if layer.res is None:  # the last layer has no residual projection (its output is unused)
+            wr.append(torch.zeros(G // 2, R, dtype=torch.float64))
+            br.append(torch.zeros(R, dtype=torch.float64))
+        else:
+            wr.append(layer.res.weight.detach().double()[:, :, 0].t() / c)  # (H, R)
+            br.append(layer.res.bias.detach().double() / c)
+    skip_w = torch.cat([layer.skip.weight.detach()[:, :, 0].t() for layer in layers])  # (L·H, S)
+    skip_b = torch.stack([layer.skip.bias.detach().double() for layer in layers]).sum(0)
+    return dict(
+        w_in=_np(decoder.input_conv.weight[:, 0, 0]),
+        b_in=_np(decoder.input_conv.bias),
+        wc=_np(torch.stack(wc)),  # (L, K·R, G)
+        dil=dil,
+        off=off,
+        wr=_np(torch.stack(wr)),  # (L, H, R)
+        br=_np(torch.stack(br)),  # (L, R)
+        wskip=_np(skip_w),
+        bskip=_np(skip_b),
+        wh1=_np(decoder.head1.weight[:, :, 0].t()),  # (S, S)
+        bh1=_np(decoder.head1.bias),
+        wh2=_np(decoder.head2.weight[:, :, 0].t()),  # (S, O)
+        bh2=_np(decoder.head2.bias),
+        ring_rows=max(1, int(rows.sum())),
+    )
+
+
+class _Conditioner:
+    """Per-layer biases (B, cols, L, G) for a chunk of samples: cond projection + conv bias + speaker."""
+
+    def __init__(self, decoder: WaveNet, z_q: torch.Tensor, speaker: torch.Tensor | None):
+        self.decoder, self.hop = decoder, decoder.hop
+        self.per_sample = decoder.condnet.per_sample
+        z_q = z_q.detach().float().cpu()
+        net = decoder.condnet.net
+        self.frames = net(z_q) if len(net) else z_q  # (B, Cc, F), before upsampling
+        B = z_q.shape[0]
+        layers = decoder.layers
+        self.w = torch.cat([layer.cond.weight.detach().float().cpu()[:, :, 0] for layer in layers])  # (L·G, Cc)
+        const = torch.cat([layer.conv.bias.detach().float().cpu() for layer in layers])[None].expand(B, -1)
+        spk = decoder.speaker_vector(None if speaker is None else speaker.cpu(), B)
+        if spk is not None:
+            spk = spk.detach().float().cpu()
+            const = const + torch.cat([layer.spk(spk) for layer in layers], 1)  # (B, L·G)
+        self.const = const[:, None, :]  # (B, 1, L·G)
+        self.L, self.G = len(layers), decoder.cfg.gate_channels
+
+    def __call__(self, t0: int, t1: int) -> tuple[np.ndarray, int]:
+        """Biases for steps [t0, t1) and the column of step t0's first column."""
+        hop = self.hop
+        if self.per_sample:
+            c, col0 = self._upsampled(t0, t1), t0  # (B, Cc, t1 - t0)
+        else:
+            col0 = t0 // hop
+            c = self.frames[:, :, col0 : (t1 - 1) // hop + 1]  # (B, Cc, nf)
+        b = c.transpose(1, 2) @ self.w.t() + self.const  # (B, cols, L·G)
+        return np.ascontiguousarray(b.reshape(b.shape[0], b.shape[1], self.L, self.G).numpy()), col0
+
+    def _upsampled(self, t0: int, t1: int) -> torch.Tensor:
+        """condnet.up(frames)[..., t0:t1] from only the frames those samples depend on."""
+        up, hop = self.decoder.condnet.up, self.hop
+        p0, p1 = t0 + hop // 2, t1 - 1 + hop // 2  # positions in the unpadded transposed output
+        fa, fb = max(0, p0 // hop - 1), min(self.frames.shape[-1], p1 // hop + 1)
+        y = F.conv_transpose1d(self.frames[:, :, fa:fb], up.weight.detach().float().cpu(),
+                               up.bias.detach().float().cpu(), stride=hop)  # (B, Cc, (nf+1)·hop)
+        return y[:, :, p0 - fa * hop : p1 + 1 - fa * hop]
+
+
+def _tables(cfg) -> tuple[np.ndarray, np.ndarray]:
+    """μ-law class -> output sample and -> next input feature, computed by the reference functions."""
+    if cfg.output != "mulaw":
+        return np.zeros(1, np.float32), np.zeros(1, np.float32)
+    wav = mu_law_decode(torch.arange(cfg.quantization_channels), cfg.quantization_channels).float()
+    return _np(wav), _np(input_feature(wav, cfg))
+
+
+@torch.no_grad()
+def generate(decoder: WaveNet, z_q, speaker, uniforms, temperature=1.0, length=None, progress=False):
+    """Cached generation as `decoder.generate`: z_q (B, D, F), speaker (B,) or None,
+    uniforms (B, T, 2) with T = length or F·hop -> waveform (B, T) float32 torch tensor.
+    """
+    return generate_with_logits(decoder, z_q, speaker, uniforms, temperature, length, progress, False)[0]
+
+
+@torch.no_grad()
+def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, length=None, progress=False,
+                         keep_logits=True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """As `generate`, also returning the logits of every step (B, T, C_out) if `keep_logits` (tests, debugging)."""
+    cfg = decoder.cfg
+    B, _, Fr = z_q.shape
+    T = length or Fr * decoder.hop
+    if T > Fr * decoder.hop:
+        raise ValueError(f"length {T} is longer than the {Fr} frames of latents ({Fr * decoder.hop} samples)")
+    if uniforms.shape[0] != B or uniforms.shape[1] < T:
+        raise ValueError(f"uniforms must be (B={B}, T>={T}, 2), got {tuple(uniforms.shape)}")
+    was_training = decoder.training
+    decoder.eval()
+    try:
+        cond = _Conditioner(decoder, z_q, speaker)
+    finally:
+        decoder.train(was_training)
+    w = pack_weights(decoder)
+    uni = _np(uniforms[:, :T])  # (B, T, 2)
+    out = np.zeros((B, T), np.float32)
+    ring = np.zeros((B, w.pop("ring_rows"), cfg.residual_channels), np.float32)
+    xprev = np.zeros(B, np.float32)
+    logits = np.zeros((B, T, cfg.out_channels) if keep_logits else (0, 0, 0), np.float32)
+    dec_table, feat_table = _tables(cfg)
+    groups = max(1, min(B, numba.get_num_threads()))  # numba's thread count honours NUMBA_NUM_THREADS
+    bounds = np.linspace(0, B, groups + 1).round().astype(np.int64)
+    # bias memory per chunk: (B, cols, L, G) float32; per-sample cols cost hop× more
+    per_col = B * cond.L * cond.G * 4
+    step = CHUNK if not cond.per_sample else max(1, min(CHUNK, BIAS_BYTES // per_col))
+    if not cond.per_sample:
+        step = max(decoder.hop, step - step % decoder.hop)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=T * B, unit="sample", unit_scale=True, desc="generate")
+    try:
+        for t0 in range(0, T, step):
+            t1 = min(T, t0 + step)
+            bias, col0 = cond(t0, t1)
+            args = (
+                t0, t1, col0, decoder.hop, cond.per_sample, bias, uni, out, ring, xprev,
+                w["w_in"], w["b_in"], w["wc"], w["dil"], w["off"], w["wr"], w["br"], w["wskip"], w["bskip"],
+                w["wh1"], w["bh1"], w["wh2"], w["bh2"],
+                kernel.MULAW if cfg.output == "mulaw" else kernel.MOL, cfg.n_mixtures, float(temperature),
+                dec_table, feat_table, np.float32(cfg.quantization_channels - 1), logits,
+            )
+            if groups == 1:
+                kernel.run_group(0, B, *args)
+            else:  # one group of streams per core; the kernel releases the GIL
+                pool = _threads(groups)
+                jobs = [pool.submit(kernel.run_group, int(bounds[g]), int(bounds[g + 1]), *args) for g in range(groups)]
+                for job in jobs:
+                    job.result()
+            if bar is not None:
+                bar.update((t1 - t0) * B)
+    finally:
+        if bar is not None:
+            bar.close()
+    wav = torch.from_numpy(out).to(z_q.device)
+    return wav, (torch.from_numpy(logits).to(z_q.device) if keep_logits else None)
