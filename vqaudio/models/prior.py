@@ -64,6 +64,7 @@ def rope_tables(n_pos: int, head_dim: int, base: float = 10000.0) -> tuple[torch
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x (B, H, T, hd), cos/sin (T, hd) -> x rotated by its absolute position."""
     x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # keep q, k in the dtype of v (bf16 autocast)
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
@@ -296,7 +297,10 @@ class Prior(nn.Module):
         x, _ = self._start_inputs(speaker, prompt, prompt.shape[0], prompt.device)
         return self._backbone(x, None)[:, -1]
 
-    def step(self, cache: KVCache, frame: torch.Tensor) -> torch.Tensor:
-        """Feed one frame of codes (B, n_q) at the next position -> hidden state (B, d)."""
-        x = self.frame_embedding(frame[:, :, None]) + cache.speaker  # (B, 1, d)
-        return self._backbone(x, cache)[:, -1]
+    def step(self, cache: KVCache, frames: torch.Tensor) -> torch.Tensor:
+        """Feed the next frame (B, n_q) -> hidden state (B, d) that predicts the frame after it;
+        or a chunk of frames (B, n_q, T) -> hidden states (B, T, d)."""
+        chunk = frames.dim() == 3
+        x = self.frame_embedding(frames if chunk else frames[:, :, None]) + cache.speaker  # (B, T, d)
+        h = self._backbone(x, cache)
+        return h if chunk else h[:, -1]
