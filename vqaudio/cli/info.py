@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def model_facts(model) -> list[tuple[str, str]]:
     cfg = model.config
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for m in (model.encoder, model.quantizer, model.decoder) for p in m.parameters())
+    n_prior = sum(p.numel() for p in model.prior.parameters()) if model.prior is not None else 0
     rows = [
         ("sample rate", f"{cfg.sample_rate} Hz"),
         ("hop", f"{cfg.hop_length} samples ({cfg.frame_rate:g} frames/s)"),
@@ -24,7 +25,7 @@ def model_facts(model) -> list[tuple[str, str]]:
         ("decoder", f"WaveNet {cfg.decoder.stacks}x{cfg.decoder.layers_per_stack}, "
                     f"receptive field {cfg.decoder.receptive_field} samples, output {cfg.decoder.output}"),
         ("parameters", f"{n_params:,} (VQ-VAE)"),
-        ("prior", "yes" if model.prior is not None else "no"),
+        ("prior", f"yes ({n_prior:,} parameters)" if model.prior is not None else "no"),
         ("speakers", str(len(cfg.speakers))),
     ]
     return rows
