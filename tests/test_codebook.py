@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -283,23 +284,25 @@ def test_cli_stats_prune_export_subprocess(tmp_path, corpus):
     m, d = str(tmp_path / "m"), str(corpus)
     r = run("stats", "-m", m, "-d", d, "--split", "all", "-n", "0", "--report", str(tmp_path / "rep"))
     assert r.returncode == 0, r.stderr
-    assert "perplexity" in r.stdout and "7/16" in r.stdout
     rep = json.loads((tmp_path / "rep" / "codebook_stats.json").read_text())
-    assert rep["codebooks"][0]["used"] == 7 and rep["codebooks"][0]["bits_if_pruned"] == 3
+    used = rep["codebooks"][0]["used"]  # depends on the untrained init; must leave something to prune
+    assert 2 <= used < 16
+    assert "perplexity" in r.stdout and f"{used}/16" in r.stdout
+    assert rep["codebooks"][0]["bits_if_pruned"] == max(1, math.ceil(math.log2(used)))
     assert (tmp_path / "rep" / "codebook_usage.png").stat().st_size > 1000
     assert np.load(tmp_path / "rep" / "counts.npy").sum() == rep["codebooks"][0]["frames"]
 
     r = run("prune", "-m", m, "-d", d, "--split", "all", "-n", "0", "-o", str(tmp_path / "p"), "--nll-utterances", "1")
     assert r.returncode == 0, r.stderr
-    assert "K 16 -> 7" in r.stdout and "0 of" in r.stdout
+    assert f"K 16 -> {used}" in r.stdout and "0 of" in r.stdout
     rec = json.loads((tmp_path / "p" / "pruning.json").read_text())
-    assert rec["K"] == {"before": 16, "after": 7} and rec["change"]["frames_changed"] == 0
+    assert rec["K"] == {"before": 16, "after": used} and rec["change"]["frames_changed"] == 0
     assert rec["nll"]["before"] == rec["nll"]["after"]
     new = vqaudio.load_model(tmp_path / "p")
-    assert new.codebook_size == 7 and len(new.config.quantizer.kept_codes[0]) == 7
+    assert new.codebook_size == used and len(new.config.quantizer.kept_codes[0]) == used
     assert rec["pruned"]["fingerprint"] == vqaudio.fingerprint(new) != rec["source"]["fingerprint"]
 
     r = run("export", "-m", str(tmp_path / "p"), "-o", str(tmp_path / "cb.npy"))
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "cb.npy"), cb.decoder_codebook(new)[0].numpy())
-    assert json.loads((tmp_path / "cb.json").read_text())["K"] == 7
+    assert json.loads((tmp_path / "cb.json").read_text())["K"] == used
