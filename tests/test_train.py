@@ -97,7 +97,6 @@ def test_sigkill_then_resume_continues_exactly(tmp_path):
     p.wait()
     step_at_kill = _ckpt_step(last)  # the checkpoint left behind is complete and loadable
     assert 4 <= step_at_kill < 16
-    assert not (out / "model" / "config.json").exists() or True
     # resume: the same command again
     r = subprocess.run(train_cmd(corpus, out, *common), capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -113,7 +112,7 @@ def test_sigkill_then_resume_continues_exactly(tmp_path):
     for i in ref_opt:
         assert int(ref_opt[i]["step"]) == int(res_opt[i]["step"]) == 16
         assert torch.allclose(ref_opt[i]["exp_avg"], res_opt[i]["exp_avg"], atol=1e-6)
-    assert not list((out / "checkpoints").glob(".*.tmp")) or True
+    assert not list((out / "checkpoints").glob(".*.tmp"))  # the resumed run's saves leave no temp file
 
 
 @pytest.mark.slow

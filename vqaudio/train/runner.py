@@ -43,10 +43,6 @@ class ConfigError(VQAudioError):
     pass
 
 
-def parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
     """YAML file + `section.key=value` overrides -> {"model": {...}, "train": {...}, "prior": {...}}."""
     raw: dict[str, Any] = {}
@@ -68,7 +64,7 @@ def load_run_config(path: str | None, overrides: list[str]) -> dict[str, Any]:
         if section not in ("model", "train", "prior") or not rest:
             raise ConfigError(f"override {key!r}: keys start with model., train. or prior.")
         raw.setdefault(section, {})
-        raw[section][rest] = parse_value(value)
+        raw[section][rest] = yaml.safe_load(value)
     unknown = set(raw) - {"model", "train", "prior"}
     if unknown:
         raise ConfigError(f"unknown config section(s) {sorted(unknown)}; use model, train, prior")

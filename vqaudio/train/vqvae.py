@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..config import TrainConfig, VQVAEConfig
-from ..data.manifest import read_speakers
+from ..data.manifest import CorpusError, read_speakers
+from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import save_model
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
-from .data import FixedCrops, RandomCrops, utterances
 from .runner import (
     ConfigError,
     build_trainer,
@@ -51,25 +50,26 @@ class VQVAETask(L.LightningModule):
     # ---------------------------------------------------------------- data
 
     def train_dataloader(self) -> DataLoader:
-        t = self.tcfg
-        items = utterances(t.data, "train", self.model.speakers)
+        t, hop = self.tcfg, self.model.hop_length
         start = self.trainer.global_step * t.batch_size  # exact resume: continue the item stream
         # The length must not depend on `start`: Lightning restores its position in
         # the epoch (batches done) and ends the epoch at len(loader); a shorter
         # loader would end the epoch early and replay the stream from `start`.
-        ds = RandomCrops(items, t.crop, t.seed, length=(t.max_steps + 1) * t.batch_size,
-                         offset=start, rank=self.global_rank, world=self.trainer.world_size)
+        ds = CropDataset(t.data, self.model.speakers, t.crop, hop, "train", seed=t.seed,
+                         length=(t.max_steps + 1) * t.batch_size, offset=start,
+                         rank=self.global_rank, world=self.trainer.world_size)
         return DataLoader(ds, batch_size=t.batch_size, num_workers=t.num_workers, shuffle=False,
                           persistent_workers=t.num_workers > 0, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        t = self.tcfg
-        items = utterances(t.data, "valid", self.model.speakers)
-        if not items:
-            items = utterances(t.data, "train", self.model.speakers)[-t.val_utterances:]
+        t, hop = self.tcfg, self.model.hop_length
+        try:
+            ds = FixedCropDataset(t.data, self.model.speakers, t.crop, hop, "valid", max_items=t.val_utterances)
+        except CorpusError:  # a corpus without a validation split: a spread of training utterances
+            ds = FixedCropDataset(t.data, self.model.speakers, t.crop, hop, "train", max_items=t.val_utterances)
         # each rank validates its own share; metrics are reduced with sync_dist
-        items = items[: t.val_utterances][self.global_rank :: self.trainer.world_size]
-        return DataLoader(FixedCrops(items, t.crop, t.val_utterances), batch_size=t.batch_size)
+        ds = Subset(ds, range(self.global_rank, len(ds), self.trainer.world_size))
+        return DataLoader(ds, batch_size=t.batch_size)
 
     # ---------------------------------------------------------------- steps
 
@@ -169,6 +169,3 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None)
     return out / "model"
 
-
-def describe(model: VQVAE) -> dict[str, Any]:
-    return {"parameters": sum(p.numel() for p in model.parameters()), "bitrate": model.config.bitrate}
