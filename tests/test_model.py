@@ -193,3 +193,14 @@ def test_tiny_vqvae_overfits_one_second_of_voiced_signal():
         first = first if first is not None else out.nll.item()
     # μ-law over 256 classes starts near log(256) = 5.5 nats; a stated factor of 2 in 200 steps
     assert out.nll.item() < first / 2, (first, out.nll.item())
+
+
+def test_batch_decode_rows_equal_single_decodes():
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(VQVAEConfig.tiny()).eval()
+    codes = torch.randint(0, 16, (2, 1, 6))
+    batch = model.decode(codes, speaker=["s0", "s1"], seed=7, backend="torch")
+    assert torch.equal(batch[0], model.decode(codes[0], speaker="s0", seed=7, backend="torch"))
+    assert torch.equal(batch[1], model.decode(codes[1], speaker="s1", seed=7, backend="torch"))
+    with pytest.raises(ValueError, match="2 speakers for a batch of 1"):
+        model.decode(codes[:1], speaker=["s0", "s1"])

@@ -95,20 +95,10 @@ def generate_rows(model, codes: list[torch.Tensor], speakers: list[int], length:
 
     Row b uses the uniforms `model.decode(codes[b], speaker=speakers[b], seed=seed)` would use.
     """
-    z_q = model.quantizer.dequantize(torch.stack(codes).to(model.device))  # (B, D, F)
-    spk = torch.tensor(speakers, dtype=torch.long, device=model.device)
-    u = torch.rand(1, length, 2, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float32)
-    uniforms = u.expand(len(codes), -1, -1).contiguous().to(model.device)  # (B, T, 2)
-    with torch.no_grad():
-        if backend == "fast":
-            from ..fastgen import generate as fast_generate
-
-            wav = fast_generate(model.decoder, z_q, spk, uniforms, temperature, length=length)
-        elif backend == "torch":
-            wav = model.decoder.generate(z_q, spk, uniforms, temperature, length=length)
-        else:
-            raise EvaluationError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
-    return wav.float().cpu()
+    if backend not in ("fast", "torch"):
+        raise EvaluationError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
+    return model.decode(torch.stack(codes), speaker=list(speakers), seed=seed, temperature=temperature,
+                        backend=backend, length=length)  # (B, length)
 
 
 def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seconds: float = 3.0,

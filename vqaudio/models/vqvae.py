@@ -144,7 +144,7 @@ class VQVAE(nn.Module):
     def decode(
         self,
         codes,
-        speaker: str | int | None = None,
+        speaker: str | int | list | None = None,
         seed: int = 0,
         temperature: float = 1.0,
         backend: str = "fast",
@@ -153,6 +153,7 @@ class VQVAE(nn.Module):
     ) -> torch.Tensor:
         """codes (n_q', F) or (B, n_q', F) -> float32 waveform (T,) or (B, T) at model.sample_rate.
 
+        `speaker`: one id (or index) for every row, or a list with one per row.
         `length` cuts the output to that many samples (e.g. the original length).
         `backend`: "fast" (compiled loop) or "torch" (the reference); both turn
         the same seed into the same samples.
@@ -170,9 +171,15 @@ class VQVAE(nn.Module):
         codes = codes.long().to(self.device)
         B, _, Fr = codes.shape
         T = min(length, Fr * self.hop_length) if length is not None else Fr * self.hop_length
-        spk = torch.full((B,), self.speaker_index(speaker), dtype=torch.long, device=self.device)
+        names = list(speaker) if isinstance(speaker, list | tuple) else [speaker] * B
+        if len(names) != B:
+            raise ValueError(f"{len(names)} speakers for a batch of {B} code sequences")
+        spk = torch.tensor([self.speaker_index(s) for s in names], dtype=torch.long, device=self.device)
+        # Every row gets the draws of a single decode with this seed, so row b of a
+        # batch equals decode(codes[b], speaker[b], seed) on its own.
         g = torch.Generator().manual_seed(int(seed))
-        uniforms = torch.rand(B, T, 2, generator=g, dtype=torch.float32).to(self.device)
+        u = torch.rand(1, T, 2, generator=g, dtype=torch.float32)
+        uniforms = u.expand(B, -1, -1).contiguous().to(self.device)  # (B, T, 2)
         z_q = self.quantizer.dequantize(codes)
         was_training = self.training
         self.eval()
