@@ -200,3 +200,17 @@ def test_training_bookkeeping_sequential_and_parallel(tmp_path):
     assert study.row(bad)["status"] == "failed (training)"
     assert study.row(good)["status"] == "trained, not evaluated"
     assert "=== " in (study.dir(good) / "train.log").read_text()
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "ablations" not in p.parts),
+                         ids=lambda p: str(p.relative_to(ROOT / "recipes")))
+def test_every_recipe_config_loads(path):
+    """Each recipe file builds its configs as `vqaudio train` would (run.sh names them, nothing else checks them)."""
+    from vqaudio.train.runconfig import load_run_config, model_config, prior_config, train_config
+
+    raw = load_run_config(str(path), [])
+    tcfg = train_config(raw)
+    if "prior" in raw:
+        assert prior_config(raw).d_model > 0
+    else:
+        assert tcfg.crop % model_config(raw, []).hop_length == 0

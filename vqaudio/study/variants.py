@@ -143,30 +143,18 @@ def select_variants(directory: str | Path, names: str | None) -> list[Variant]:
 def resolve(base_config: str | Path, variant: Variant, smoke: bool = False) -> tuple[Any, Any]:
     """(VQVAEConfig without speakers, TrainConfig) of base + [smoke] + variant: checks a variant without training.
 
-    Mirrors `vqaudio.train.runner.load_run_config` / `model_config` (same YAML, same
-    `section.key=value` rules, same presets) without importing Lightning, so that
-    `--list` and the tests stay fast; the training subprocess re-validates.
+    Loaded by `vqaudio.train.runconfig` (the loader of `vqaudio train`, Lightning-free),
+    so `--list` and the tests check a variant exactly as the training subprocess will.
     """
-    from ..config import TrainConfig, VQVAEConfig, apply_overrides, from_dict
+    from ..train.runconfig import ConfigError, load_run_config, model_config, train_config
 
+    if not Path(base_config).is_file():
+        raise StudyError(f"cannot read base config {base_config}: no such file")
     try:
-        raw = yaml.safe_load(Path(base_config).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise StudyError(f"cannot read base config {base_config}: {e}") from None
-    sections = {k: dict(raw.get(k) or {}) for k in ("model", "train")}
-    for item in (*(SMOKE_OVERRIDES if smoke else ()), *variant.overrides):
-        key, value = item.split("=", 1)
-        section, _, rest = key.partition(".")
-        sections[section][rest] = yaml.safe_load(value)
-    model = dict(sections["model"])
-    presets = {"paper": VQVAEConfig, "cpu": VQVAEConfig.cpu, "tiny": VQVAEConfig.tiny}
-    preset = model.pop("preset", "paper")
-    if preset not in presets:
-        raise StudyError(f"variant {variant.name}: unknown model preset {preset!r}")
-    try:
-        tcfg = from_dict(TrainConfig, sections["train"], "train")
-        mcfg = apply_overrides(presets[preset](), model)
-    except (ValueError, TypeError) as e:
+        raw = load_run_config(str(base_config), [*(SMOKE_OVERRIDES if smoke else ()), *variant.overrides])
+        tcfg = train_config(raw)
+        mcfg = model_config(raw, [])
+    except ConfigError as e:
         raise StudyError(f"variant {variant.name}: {e}") from None
     if tcfg.crop % mcfg.hop_length:
         raise StudyError(f"variant {variant.name}: train.crop {tcfg.crop} is not a multiple of the hop {mcfg.hop_length}")

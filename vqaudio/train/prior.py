@@ -28,18 +28,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import PriorConfig, TrainConfig, from_dict
+from ..config import PriorConfig, TrainConfig
 from ..hub import fingerprint, load_model, save_model
 from ..models.prior import Prior
 from .codes_cache import CodesCache, load_or_encode
-from .runner import (
-    ConfigError,
-    build_trainer,
-    last_checkpoint,
-    load_run_config,
-    save_run_config,
-    train_config,
-)
+from .runconfig import ConfigError, load_run_config, prior_config, save_run_config, train_config
+from .runner import build_trainer, last_checkpoint
 from .vqvae import lr_lambda
 
 LN2 = math.log(2.0)
@@ -179,13 +173,6 @@ class PriorTask(L.LightningModule):
                                 lr=self.tcfg.lr, betas=(0.9, 0.95))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.tcfg))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def prior_config(raw: dict) -> PriorConfig:
-    try:
-        return from_dict(PriorConfig, dict(raw.get("prior") or {}), "prior")
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from None
 
 
 def check_run_dir(out: Path, fp: str, resume: bool) -> None:

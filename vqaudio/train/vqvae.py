@@ -16,15 +16,8 @@ from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import save_model
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
-from .runner import (
-    ConfigError,
-    build_trainer,
-    last_checkpoint,
-    load_run_config,
-    model_config,
-    save_run_config,
-    train_config,
-)
+from .runconfig import ConfigError, load_run_config, model_config, save_run_config, train_config
+from .runner import build_trainer, last_checkpoint
 
 
 def lr_lambda(tcfg: TrainConfig):
