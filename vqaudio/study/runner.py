@@ -207,7 +207,7 @@ class Study:
     def train_parallel(self, todo: list[Variant]) -> None:
         """Up to `jobs` trainings at once (equal wall-clock budgets then share the CPU: see docs/study.md)."""
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.jobs)))
+        env.setdefault("OMP_NUM_THREADS", str(self.threads()))
         running: list[tuple[Variant, subprocess.Popen, dict, float]] = []
         queue = list(todo)
         while queue or running:
@@ -277,8 +277,13 @@ class Study:
         return {"title": "Quality per CPU-hour: ablations of the synthetic CPU recipe",
                 "commit": git_revision(Path(__file__).parent), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "host": host_info(), "base": str(self.base), "smoke": self.smoke, "minutes": self.minutes,
-                "max_steps": self.max_steps, "jobs": self.jobs, "data": str(self.data),
+                "max_steps": self.max_steps, "jobs": self.jobs, "threads": self.threads(), "data": str(self.data),
                 "corpus": corpus_info(self.data), "eval": asdict(self.settings)}
+
+    def threads(self) -> int:
+        """Torch threads of each training: OMP_NUM_THREADS if set, else the cores shared by the jobs."""
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        return int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // self.jobs)
 
     def write(self, variants: list[Variant]) -> Path:
         """The table of `variants` and of every other known variant already finished in OUT at this budget."""

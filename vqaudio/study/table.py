@@ -131,7 +131,8 @@ def render_markdown(study: dict, rows: list[dict]) -> str:
     lines += [
         f"- Commit `{commit}`, {s.get('date', '')}; {s.get('host', '')}.",
         f"- Base config `{s.get('base', '')}`{' + smoke preset' if s.get('smoke') else ''}; {budget}; "
-        f"variants trained {'one at a time' if s.get('jobs', 1) == 1 else str(s.get('jobs')) + ' at a time'}.",
+        f"variants trained {'one at a time' if s.get('jobs', 1) == 1 else str(s.get('jobs')) + ' at a time'} "
+        f"by this study process" + (f", {s['threads']} torch thread(s) each." if s.get("threads") else "."),
         f"- Data `{s.get('data', '')}` ({s.get('corpus', '')}). Every variant is evaluated on the same "
         f"held-out utterances: split `{ev.get('split')}`, {ev.get('utterances')} utterances × "
         f"{ev.get('seconds')} s, seed {ev.get('seed')}, {ev.get('stats_utterances')} utterances for code statistics.",
