@@ -314,3 +314,39 @@ def test_evaluate_api_degrades_without_the_eval_extra(tmp_path, monkeypatch):
     notes = " ".join(json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"])
     assert "pystoi" in notes and "scikit-learn" in notes and "matplotlib" in notes
     assert (tmp_path / "out" / "report.md").is_file() and not (tmp_path / "out" / "plots").exists()
+
+
+def test_a_folder_of_audio_files_is_evaluated_as_held_out_speakers(tmp_path):
+    """Real recordings dropped in a folder: one utterance per file, any rate; no judge without training audio."""
+    import soundfile as sf
+
+    import vqaudio
+    from vqaudio.errors import VQAudioError
+    from vqaudio.evaluation import evaluate
+    from vqaudio.evaluation.corpus import open_corpus
+
+    root = tmp_path / "recordings"
+    (root / "s0").mkdir(parents=True)
+    (root / "bob").mkdir()
+    sf.write(root / "s0" / "a.wav", voiced(200.0, 1.0, sr=48000, seed=1), 48000, subtype="PCM_16")
+    sf.write(root / "bob" / "b.flac", voiced(120.0, 1.0, seed=2), SR, subtype="PCM_16")
+    sf.write(root / "loose.wav", voiced(160.0, 1.0, seed=3), SR, subtype="PCM_16")
+    (root / "notes.txt").write_text("not audio")
+    model = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny())
+    corpus = open_corpus(root, model.speakers)
+    assert corpus.kind == "folder"
+    assert {(u.speaker, u.split) for u in corpus.utterances} == {
+        ("s0", "test" if "s0" in model.speakers else "test_speakers"), ("bob", "test_speakers"),
+        ("recordings", "test_speakers")}
+    r = evaluate(model, root, split="test_speakers", max_utterances=2, seconds=1.0, backend="fast",
+                 stats_utterances=2, progress=False)
+    assert r["data"]["utterances"] == 2 and r["reconstruction"]["stoi"] is not None
+    assert not r["conversion"]["judge"]["available"] and any("judge" in n for n in r["notes"])
+    with pytest.raises(VQAudioError, match="holds no audio files"):
+        open_corpus(_empty(tmp_path), [])
+
+
+def _empty(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d

@@ -9,11 +9,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="rate, codebook health, reconstruction quality, speaker conversion, prior NLL on held-out audio",
-        description="Evaluate a model on a prepared corpus (manifest.jsonl) or a raw VCTK folder. "
+        description="Evaluate a model on a prepared corpus (manifest.jsonl), a raw VCTK folder, or any folder of audio files "
+        "(one utterance per file; speakers the model does not know are the split test_speakers). "
         "Prints the headline table; with --report also writes metrics.json, report.md, plots and audio.",
     )
     p.add_argument("--model", "-m", help="model directory (default: the shipped model)")
-    p.add_argument("--data", "-d", required=True, help="prepared corpus directory or VCTK folder")
+    p.add_argument("--data", "-d", required=True, help="prepared corpus, VCTK folder, or folder of audio files")
     p.add_argument("--split", default="test", choices=["train", "valid", "test", "test_speakers"],
                    help="which utterances to evaluate (default: test)")
     p.add_argument("--max-utterances", "-n", type=int, default=8,

@@ -1,10 +1,14 @@
-"""The utterances `vqaudio evaluate` reads: a prepared corpus, or a raw VCTK folder.
+"""The utterances `vqaudio evaluate` reads: a prepared corpus, a raw VCTK folder, or any folder of audio.
 
 A prepared corpus (manifest.jsonl, written by `vqaudio prepare`) is read with
 its own splits. A raw VCTK folder (0.92 or 0.80 layout) is listed without
 preparing it: speakers the model was not trained on form `test_speakers`,
 the others are split per utterance with the same stable hash `vqaudio prepare`
-uses (its default fractions), and audio is resampled on the fly.
+uses (its default fractions), and audio is resampled on the fly. Any other
+folder of audio files (e.g. real recordings kept out of training) is read as
+one utterance per file, the speaker being the file's first-level subfolder
+(or the folder's own name for files at its top); speakers the model does not
+know form `test_speakers`, the others `test`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class Utterance:
 @dataclass
 class Corpus:
     root: Path
-    kind: str  # "prepared" | "vctk-0.92" | "vctk-0.80"
+    kind: str  # "prepared" | "vctk-0.92" | "vctk-0.80" | "folder"
     utterances: list[Utterance]
     genders: dict[str, str]  # speaker -> "F" / "M" / "" (unknown)
 
@@ -55,11 +59,26 @@ def open_corpus(root: str | Path, model_speakers: list[str]) -> Corpus:
     try:
         find_root(root)
     except VQAudioError:
-        raise EvaluationError(
-            f"{root} is neither a prepared corpus (manifest.jsonl) nor a VCTK folder "
-            f"(wav48_silence_trimmed/ or wav48/)"
-        ) from None
+        return _folder(root, model_speakers)
     return _vctk(root, model_speakers)
+
+
+def _folder(root: Path, model_speakers: list[str]) -> Corpus:
+    from ..audio import find_audio
+
+    files = find_audio(root)
+    if not files:
+        raise EvaluationError(
+            f"{root} is not a prepared corpus (manifest.jsonl), not a VCTK folder (wav48_silence_trimmed/ or "
+            f"wav48/), and holds no audio files"
+        )
+    known = set(model_speakers)
+    utts = []
+    for f in files:
+        rel = f.relative_to(root)
+        speaker = rel.parts[0] if len(rel.parts) > 1 else root.resolve().name
+        utts.append(Utterance(speaker, str(rel.with_suffix("")), f, "test" if speaker in known else "test_speakers"))
+    return Corpus(root, "folder", utts, {})
 
 
 def _prepared(root: Path) -> Corpus:
