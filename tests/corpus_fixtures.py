@@ -7,6 +7,7 @@ a speaker without mic2 files (p280), and 0.80's bare numeric ids.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,26 @@ def make_vctk_080(root: Path, utterances: int = 3, seconds: float = 0.5) -> Path
             (corpus / "txt" / spk / f"{spk}_{u:03d}.txt").write_text(f"Text {u}.\n")
     (corpus / "speaker-info.txt").write_text(INFO_080)
     return corpus
+
+
+def make_prepared(root: Path, speakers=(("a", 110.0), ("b", 210.0)), utts: int = 5, seconds: float = 1.0) -> Path:
+    """A tiny prepared corpus (manifest.jsonl, speakers.json, prepare.json) of numpy-generated voiced signals:
+    per speaker `utts` utterances, the last one in the valid split."""
+    sr = 16000
+    rows = []
+    for spk, f0 in speakers:
+        (root / "wav" / spk).mkdir(parents=True, exist_ok=True)
+        for u in range(utts):
+            n = int(seconds * sr)
+            t = np.arange(n) / sr
+            ph = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * (u + 1) * t))) / sr
+            w = 0.3 * sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+            rel = f"wav/{spk}/{spk}_{u:03d}.wav"
+            sf.write(root / rel, w.astype(np.float32), sr, subtype="PCM_16")
+            split = "valid" if u == utts - 1 else "train"
+            rows.append(dict(path=rel, speaker=spk, utterance=f"{spk}_{u:03d}", samples=n, duration=n / sr, split=split))
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spk_rows = [dict(id=s, gender="", age="", accent="", region="", split="train") for s, _ in speakers]
+    (root / "speakers.json").write_text(json.dumps(spk_rows))
+    (root / "prepare.json").write_text(json.dumps({"format_version": 1, "sample_rate": sr}))
+    return root

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from corpus_fixtures import make_prepared
 
 import vqaudio
 from vqaudio import codebook as cb
@@ -29,25 +30,6 @@ from vqaudio.evaluation.codestats import code_counts
 SR = 16000
 
 
-def make_corpus(root: Path, speakers=(("a", 110.0), ("b", 210.0)), utts: int = 3, seconds: float = 0.5) -> Path:
-    """A tiny prepared corpus of voiced numpy signals (manifest.jsonl + speakers.json)."""
-    rows = []
-    for spk, f0 in speakers:
-        (root / "wav" / spk).mkdir(parents=True, exist_ok=True)
-        for u in range(utts):
-            n = int(seconds * SR)
-            t = np.arange(n) / SR
-            ph = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * (u + 1) * t))) / SR
-            w = 0.3 * sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-            rel = f"wav/{spk}/{spk}_{u:03d}.wav"
-            sf.write(root / rel, w.astype(np.float32), SR, subtype="PCM_16")
-            rows.append(dict(path=rel, speaker=spk, utterance=f"{spk}_{u:03d}", samples=n, duration=n / SR,
-                             split="valid" if u == utts - 1 else "train"))
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "speakers.json").write_text(json.dumps([dict(id=s, split="train") for s, _ in speakers]))
-    return root
-
-
 def tiny(seed: int = 0, **quantizer) -> vqaudio.VQVAE:
     torch.manual_seed(seed)
     cfg = VQVAEConfig.tiny().with_speakers(["a", "b"])
@@ -57,7 +39,7 @@ def tiny(seed: int = 0, **quantizer) -> vqaudio.VQVAE:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return make_corpus(tmp_path_factory.mktemp("cb") / "corpus")
+    return make_prepared(tmp_path_factory.mktemp("cb") / "corpus", utts=3, seconds=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from vqaudio.models.prior import Prior
 K = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops: a second thread only adds spin-waiting on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_prior(n_q: int = 1, n_speakers: int = 2, max_frames: int = 64, **kw) -> Prior:

@@ -1,7 +1,6 @@
 """Training: a short run exports a loadable model; SIGKILL + resume continues
 exactly; two DDP ranks (gloo on CPU) end with identical codebooks."""
 
-import json
 import os
 import signal
 import subprocess
@@ -9,35 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
+from corpus_fixtures import make_prepared as make_corpus
 from safetensors.torch import load_file
 
 import vqaudio
-
-
-def make_corpus(root: Path, speakers=(("a", 110.0), ("b", 210.0)), utts: int = 5, seconds: float = 1.0) -> Path:
-    """A tiny prepared corpus of numpy-generated voiced signals (no synthesizer needed)."""
-    sr = 16000
-    rows = []
-    for spk, f0 in speakers:
-        (root / "wav" / spk).mkdir(parents=True, exist_ok=True)
-        for u in range(utts):
-            n = int(seconds * sr)
-            t = np.arange(n) / sr
-            ph = 2 * np.pi * np.cumsum(f0 * (1 + 0.1 * np.sin(2 * np.pi * (u + 1) * t))) / sr
-            w = 0.3 * sum(np.sin(k * ph) / k for k in range(1, 5)) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-            rel = f"wav/{spk}/{spk}_{u:03d}.wav"
-            sf.write(root / rel, w.astype(np.float32), sr, subtype="PCM_16")
-            split = "valid" if u == utts - 1 else "train"
-            rows.append(dict(path=rel, speaker=spk, utterance=f"{spk}_{u:03d}", samples=n, duration=n / sr, split=split))
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spk_rows = [dict(id=s, gender="", age="", accent="", region="", split="train") for s, _ in speakers]
-    (root / "speakers.json").write_text(json.dumps(spk_rows))
-    (root / "prepare.json").write_text(json.dumps({"format_version": 1, "sample_rate": sr}))
-    return root
 
 
 def train_cmd(corpus: Path, out: Path, *extra: str) -> list[str]:

@@ -4,11 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from corpus_fixtures import make_prepared as make_corpus
 
 import vqaudio
 from vqaudio.audio import load
@@ -18,18 +18,10 @@ from vqaudio.train import codes_cache
 from vqaudio.train.codes_cache import CodesCache, load_or_encode
 from vqaudio.train.prior import FixedCodeCrops, RandomCodeCrops
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_corpus  # noqa: E402
-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_cache() -> CodesCache:
