@@ -7,6 +7,7 @@ pass on the generated waveform within 1e-4.
 """
 
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -122,6 +123,25 @@ def test_streams_are_independent():
     batch = generate(net, z, spk, u, 1.0)
     one = generate(net, z[3:4], spk[3:4], u[3:4], 1.0)
     assert torch.equal(batch[3:4], one)
+
+
+def test_first_slow_call_says_it_is_compiling(monkeypatch, capsys):
+    """A first kernel call that outlasts the notice delay (numba compiling) prints one line; later calls none."""
+    net = make_net()
+    z, spk, u = inputs(net, 1, frames=2)
+    run_group = fastgen.kernel.run_group
+
+    def slow(*args):  # stands in for a compile
+        time.sleep(0.5)
+        return run_group(*args)
+
+    monkeypatch.setattr(fastgen.kernel, "run_group", slow)
+    monkeypatch.setattr(fastgen, "COMPILE_NOTICE_S", 0.05)
+    monkeypatch.setattr(fastgen, "_warm", False)
+    generate(net, z, spk, u, 1.0)
+    assert "compiling the fast generation kernel" in capsys.readouterr().err
+    generate(net, z, spk, u, 1.0)  # warm: no notice even though the call is slow
+    assert capsys.readouterr().err == ""
 
 
 def test_length_longer_than_latents_is_an_error():

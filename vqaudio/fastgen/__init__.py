@@ -23,6 +23,8 @@ Exact refactorings done here, once per call:
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -37,6 +39,23 @@ from . import kernel
 CHUNK = 4096  # samples per kernel call (progress granularity)
 BIAS_BYTES = 1 << 26  # cap on the per-chunk conditioning biases, bytes
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), created on first multi-stream call
+_warm = False  # has a kernel call returned in this process?
+COMPILE_NOTICE_S = 3.0  # a first call slower than this is compiling: say so instead of looking hung
+
+
+def _first_call_notice() -> threading.Timer | None:
+    """On the first kernel call of the process, a timer that tells the user about numba's one-off compile.
+
+    A cached kernel loads in well under a second; only a compile (first use after
+    install or upgrade, ~20 s) outlasts the timer, so the line appears only then.
+    """
+    if _warm:
+        return None
+    timer = threading.Timer(COMPILE_NOTICE_S, lambda: print(
+        "vqaudio: compiling the fast generation kernel (once per install, ~20 s)...", file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _threads(n: int) -> ThreadPoolExecutor:
@@ -182,6 +201,8 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
         from tqdm.auto import tqdm
 
         bar = tqdm(total=T * B, unit="sample", unit_scale=True, desc="generate")
+    global _warm
+    notice = _first_call_notice()
     try:
         for t0 in range(0, T, step):
             t1 = min(T, t0 + step)
@@ -200,9 +221,14 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
                 jobs = [pool.submit(kernel.run_group, int(bounds[g]), int(bounds[g + 1]), *args) for g in range(groups)]
                 for job in jobs:
                     job.result()
+            if notice is not None:
+                notice.cancel()
+                notice, _warm = None, True
             if bar is not None:
                 bar.update((t1 - t0) * B)
     finally:
+        if notice is not None:
+            notice.cancel()
         if bar is not None:
             bar.close()
     wav = torch.from_numpy(out).to(z_q.device)
