@@ -346,6 +346,34 @@ def test_a_folder_of_audio_files_is_evaluated_as_held_out_speakers(tmp_path):
         open_corpus(_empty(tmp_path), [])
 
 
+def test_a_folder_of_audio_gets_a_judge_from_the_training_corpus(tmp_path):
+    """--judge-data: the judge learns the model's speakers from another corpus, so a folder gets conversion figures."""
+    pytest.importorskip("sklearn")
+    import soundfile as sf
+
+    import vqaudio
+    from vqaudio.cli import main
+    from vqaudio.evaluation import evaluate
+
+    root = tmp_path / "recordings" / "carol"
+    root.mkdir(parents=True)
+    sf.write(root / "a.wav", voiced(180.0, 0.6, seed=4), SR, subtype="PCM_16")
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny()).eval()
+    train = make_corpus(tmp_path / "corpus")
+    r = evaluate(model, root.parent, split="test_speakers", max_utterances=1, seconds=0.3, backend="torch",
+                 stats_utterances=1, progress=False, judge_data=train)
+    judge = r["conversion"]["judge"]
+    assert judge["available"] and judge["data"] == str(train) and judge["train_speakers"] == 2
+    u = r["utterances"][0]
+    assert u["speaker"] == "carol" and u["decode_speaker"] in ("s0", "s1")  # the judge's closest training voice
+    assert u["target_speaker"] in ("s0", "s1") and u["target_speaker"] != u["decode_speaker"]
+    assert 0.0 <= r["conversion"]["conversion_judged_target"] <= 1.0
+    model.save(tmp_path / "model")
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(root.parent), "--split",
+                 "test_speakers", "--judge-data", str(tmp_path / "nope"), "--no-progress"]) == 2
+
+
 def _empty(tmp_path):
     d = tmp_path / "empty"
     d.mkdir()

@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nll-seconds", type=float, default=1.0,
                    help="seconds of each utterance scored by the teacher-forced NLL checks (default: 1; 0 = whole crop)")
     p.add_argument("--batch-size", type=int, default=4, help="waveforms generated together (default: 4)")
+    p.add_argument("--judge-data", metavar="CORPUS",
+                   help="corpus whose train split teaches the speaker judge the model's speakers (default: --data); "
+                        "give the training corpus when --data is a folder of audio files")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.data, split=args.split, max_utterances=args.max_utterances,
         seconds=args.seconds_per_utterance or None, report_dir=args.report, seed=args.seed, backend=args.backend,
         stats_utterances=args.stats_utterances, batch_size=args.batch_size, temperature=args.temperature,
-        nll_seconds=args.nll_seconds or None, progress=not args.no_progress,
+        nll_seconds=args.nll_seconds or None, progress=not args.no_progress, judge_data=args.judge_data,
     )
     print(format_headline(result))
     for note in result["notes"]:

@@ -105,12 +105,15 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
              report_dir=None, seed: int = 0, backend: str = "fast", stats_utterances: int = 64,
              judge_per_speaker: int = 20, judge_heldout_per_speaker: int = 5, batch_size: int = 4,
              n_examples: int = 3, temperature: float = 1.0, nll_seconds: float | None = 1.0,
-             progress: bool = True) -> dict:
-    """Evaluate `model` on held-out utterances of `data_dir` (prepared corpus or VCTK folder).
+             progress: bool = True, judge_data=None) -> dict:
+    """Evaluate `model` on held-out utterances of `data_dir` (prepared corpus, VCTK folder or folder of audio).
 
     Returns the metrics dict written to metrics.json; with `report_dir`, also
     writes report.md, plots and audio examples there. Generation dominates the
-    cost: max_utterances × 2 decodes of `seconds` each.
+    cost: max_utterances × 2 decodes of `seconds` each. The speaker judge learns
+    the model's speakers from the train split of `judge_data` (default: `data_dir`):
+    a folder of audio files has no training audio, so point `judge_data` at the
+    training corpus to get the conversion figures for it.
     """
     t0 = time.perf_counter()
     model.eval()
@@ -128,8 +131,13 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
     selected = stats_set[:max_utterances]
     spk_index = {s: i for i, s in enumerate(model.speakers)}
 
-    judge, judge_info = train_judge(model, corpus, seconds, judge_per_speaker, judge_heldout_per_speaker, seed,
-                                    notes, progress)
+    judge_corpus = corpus if judge_data is None else open_corpus(judge_data, model.speakers)
+    if judge_data is not None:  # the training corpus knows the model speakers' genders (conversion targets)
+        genders = {k: v for k, v in judge_corpus.genders.items() if v} | genders
+    judge, judge_info = train_judge(model, judge_corpus, seconds, judge_per_speaker, judge_heldout_per_speaker,
+                                    seed, notes, progress)
+    if judge is not None:
+        judge_info["data"] = str(judge_data if judge_data is not None else data_dir)
 
     t_judge = time.perf_counter() - t0
 
