@@ -128,6 +128,34 @@ def test_errors_are_one_line_and_verbose_shows_traceback(env):
     assert not (env / "bad.decoded.wav").exists()
 
 
+def test_verbose_is_accepted_before_and_after_every_command():
+    import argparse
+
+    from vqaudio.cli import build_parser
+
+    parser = build_parser()
+
+    def leaves(sub, path):
+        for name, p in sub.choices.items():
+            nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+            if nested:
+                yield from leaves(nested[0], path + [name])
+            else:
+                yield path + [name], p
+
+    commands = list(leaves(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), []))
+    assert {c[0][0] for c in commands} >= {"encode", "decode", "resynthesize", "info", "sample", "evaluate",
+                                          "prepare", "train", "codebook"}
+    for path, p in commands:
+        assert any("--verbose" in a.option_strings for a in p._actions), path
+    args, _ = parser.parse_known_args(["info", "--verbose"])
+    assert args.verbose is True
+    args, _ = parser.parse_known_args(["--verbose", "info"])
+    assert args.verbose is True  # the subcommand's SUPPRESS default does not reset it
+    args, _ = parser.parse_known_args(["info"])
+    assert args.verbose is False
+
+
 # ------------------------------------------------------------------ in-process error matrix
 
 

@@ -37,7 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         mod.register(sub)
+    _verbose_everywhere(sub)
     return parser
+
+
+def _verbose_everywhere(sub: argparse._SubParsersAction) -> None:
+    """`--verbose` after any (sub)command too, as well as before it.
+
+    SUPPRESS: a subcommand's default must not override `vqaudio --verbose <cmd>`.
+    """
+    for p in sub.choices.values():
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        for a in nested:
+            _verbose_everywhere(a)
+        if not nested:
+            p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-o", "--output", default="codebook.npy", help="output .npy (the .json goes beside it)")
     s.add_argument("--space", choices=("decoder", "lookup"), default="decoder",
                    help="decoder: the vector each code adds to z_q (default); lookup: the vectors codes are chosen by")
-    s.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     s.set_defaults(func=run_export)
 
 
@@ -50,7 +49,6 @@ def _data(p: argparse.ArgumentParser) -> None:
                    help="utterances to encode, round-robin over speakers (default: 256; 0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the utterance choice")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
 
 def _encode(args):

@@ -14,8 +14,6 @@ CODES_EXTENSIONS = (".vqa", ".json", ".npy")
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="model directory (default: the shipped model)")
-    # SUPPRESS: a subcommand's default must not override `vqaudio --verbose <cmd>`.
-    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
 
 
 def _decoding(p: argparse.ArgumentParser) -> None:
