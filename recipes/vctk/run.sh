@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # VCTK recipe: prepare -> train VQ-VAE -> train prior -> evaluate.
 #   recipes/vctk/run.sh /path/to/VCTK-Corpus-0.92            # GPU, paper scale
-#   CONFIG=recipes/vctk/vqvae_cpu.yaml recipes/vctk/run.sh /path/to/VCTK-Corpus-0.92   # CPU
+#   CONFIG=recipes/vctk/vqvae_cpu.yaml recipes/vctk/run.sh /path/to/VCTK-Corpus-0.92   # CPU (prior: prior_cpu.yaml)
 # STAGE=N starts at stage N; every stage resumes when rerun.
 set -euo pipefail
 ROOT=${1:?usage: recipes/vctk/run.sh /path/to/VCTK-Corpus-0.92 (or VCTK-Corpus 0.80)}
@@ -10,7 +10,10 @@ STAGE=${STAGE:-0}
 DATA=${DATA:-data/vctk}
 RUN=${RUN:-runs/vctk}
 CONFIG=${CONFIG:-recipes/vctk/vqvae.yaml}
-PRIOR=${PRIOR_CONFIG:-recipes/vctk/prior.yaml}
+case "$CONFIG" in  # a CPU VQ-VAE gets the CPU prior unless PRIOR_CONFIG says otherwise
+  *_cpu.yaml) PRIOR=${PRIOR_CONFIG:-recipes/vctk/prior_cpu.yaml} ;;
+  *) PRIOR=${PRIOR_CONFIG:-recipes/vctk/prior.yaml} ;;
+esac
 
 if [ "$STAGE" -le 0 ]; then
   echo "== stage 0: prepare VCTK (16 kHz cache, splits) -> $DATA"
@@ -29,3 +32,5 @@ if [ "$STAGE" -le 3 ]; then
   vqaudio evaluate --model "$RUN/vqvae/model" --data "$DATA" --split test --report "$RUN/eval_test"
   vqaudio evaluate --model "$RUN/vqvae/model" --data "$DATA" --split test_speakers --report "$RUN/eval_test_speakers"
 fi
+echo "== done: the model (VQ-VAE + prior) is $RUN/vqvae/model; use it with --model $RUN/vqvae/model"
+
