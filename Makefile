@@ -1,8 +1,11 @@
 # The two commands of the README: `make demo` and `make test`.
-# Each creates .venv if missing, installs torch==2.13.0 explicitly (a CPU
-# build; an unpinned torch would pull a multi-GB CUDA build), then the package.
+# Each creates .venv if missing, installs torch==2.13.0 explicitly (an unpinned
+# torch would pull a multi-GB CUDA build), then the package. On a machine whose pip
+# does not already find a CPU wheel, `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu`
+# takes torch from PyTorch's CPU index (PyPI's Linux wheel depends on the CUDA libraries).
 
 VENV ?= .venv
+TORCH_INDEX ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vqaudio-installed
 
@@ -11,7 +14,7 @@ STAMP := $(VENV)/.vqaudio-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[test,eval]"
 	touch $(STAMP)
 
