@@ -3,8 +3,7 @@
 Item `i` is a pure function of (seed, global index (offset + i) * world + rank): the utterance is
 drawn with probability proportional to its length (every second of audio is equally likely) and the
 offset uniformly. A run resumed at step s passes offset = s * batch_size and sees exactly the crops an
-uninterrupted run would have seen, on every rank; no epoch state is needed. The draws are the same as
-vqaudio.train.data.RandomCrops (tested), so either can feed training.
+uninterrupted run would have seen, on every rank; no epoch state is needed.
 
 Audio is held in RAM as one int16 array when the split fits in `max_memory_mb` (a synthetic corpus
 or a small VCTK subset; exact for the PCM16 cache); forked DataLoader workers share it
