@@ -71,7 +71,7 @@ def headline_rows(r: dict) -> list[tuple[str, str]]:
     ]
     if judge.get("available"):
         rows += [
-            ("judge accuracy on held-out real audio", f"{_pct(judge['heldout_accuracy'])} "
+            ("judge accuracy on held-out original audio", f"{_pct(judge['heldout_accuracy'])} "
                                                       f"(n={judge['heldout_utterances']}, chance {_pct(judge['chance'])})"),
             ("resynthesis judged as source ↑", _pct(conv["resynth_judged_source"])),
             ("conversion judged as target ↑", _pct(conv["conversion_judged_target"])),

@@ -140,7 +140,7 @@ def render_markdown(study: dict, rows: list[dict]) -> str:
     ref = next((r["eval"] for r in rows if r.get("eval")), None)
     if ref is not None:
         a = ref.get("anchor") or {}
-        lines.append(f"- Speaker judge: {pct(ref.get('judge_heldout_accuracy'))} on held-out real audio "
+        lines.append(f"- Speaker judge: {pct(ref.get('judge_heldout_accuracy'))} on held-out original audio "
                      f"(chance {pct(ref.get('judge_chance'))}). Chance level of the signal metrics (two different "
                      f"original utterances): STOI {fmt(a.get('stoi'))}, log-mel {fmt(a.get('log_mel'))}.")
     lines += ["", markdown_table(["variant"] + [c[0] for c in COLUMNS], [_cell_row(r) for r in rows]), ""]
