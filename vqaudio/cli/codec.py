@@ -19,7 +19,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker", "-s", help="voice to decode with (default: the source speaker if known, else the model's first)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0 = most likely sample)")
+    p.add_argument("--temperature", type=float, default=1.0, help="WaveNet (decoder) sampling temperature, 0 = most likely sample (in `sample`, --temperature is the prior's)")
     p.add_argument("--backend", choices=("fast", "torch"), default="fast", help="generation backend")
 
 

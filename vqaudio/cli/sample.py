@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speaker", "-s", help="speaker id for the prior and the decoder "
                    "(default: unconditional prior, decoded with the model's first speaker)")
     p.add_argument("--seconds", type=float, default=3.0, help="seconds of new audio per sample (default 3)")
-    p.add_argument("--temperature", "-t", type=float, default=1.0, help="prior temperature; 0 = greedy (default 1)")
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="temperature of the prior over codes; 0 = greedy (default 1); the WaveNet's is --decoder-temperature")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely codes (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--prompt", help="a .wav (or other audio) or .vqa file whose codes the samples continue")
