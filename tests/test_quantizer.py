@@ -129,3 +129,25 @@ def test_usage_statistics_reported():
     out = rvq(torch.randn(2, 4, 40))
     assert out.perplexity.shape == (2,) and out.codes_used.shape == (2,)
     assert 1 <= out.perplexity[0] <= 8 and 1 <= out.codes_used[0] <= 8
+
+
+def test_a_code_restarted_this_step_keeps_its_vector_for_this_steps_frames():
+    """Restarts come after z_q is taken: frames of a code re-seeded in this very step are quantized
+    exactly as without the restart (not to another frame's z), and the code itself is re-seeded."""
+    torch.manual_seed(0)
+    base = dict(codebook_size=8, normalize="none", kmeans_init=False)
+    with_restart = VectorQuantizer(QuantizerConfig(**base, restart_threshold=1.0), 4).train()
+    without = VectorQuantizer(QuantizerConfig(**base, restart_threshold=0), 4).train()
+    without.load_state_dict(with_restart.state_dict())
+    z = torch.randn(64, 4)
+    codes = with_restart.nearest(z)
+    rare = int(torch.bincount(codes, minlength=8).argmin())  # make a code "rarely used" so far ...
+    z[:2] = with_restart.codebook[rare] + 0.01  # ... but assigned in this batch
+    for vq in (with_restart, without):
+        vq.usage.fill_(8.0)
+        vq.usage[rare] = 0.0
+    zq_r, codes_r, *_ = with_restart(z)
+    zq_n, codes_n, *_ = without(z)
+    assert torch.equal(codes_r, codes_n) and int(codes_r[0]) == rare
+    torch.testing.assert_close(zq_r, zq_n, rtol=0, atol=0)
+    assert not torch.allclose(with_restart.codebook[rare], without.codebook[rare])  # it was re-seeded

@@ -122,7 +122,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """EMA and restart bookkeeping for one training batch. Returns global counts (K,)."""
+        """EMA and usage bookkeeping for one training batch. Returns global counts (K,)."""
         cfg = self.cfg
         k = cfg.codebook_size
         counts = torch.bincount(codes, minlength=k).float()
@@ -137,8 +137,6 @@ class VectorQuantizer(nn.Module):
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
         self.usage.mul_(cfg.decay).add_(counts, alpha=1 - cfg.decay)
         self.steps += 1
-        if cfg.restart_threshold > 0 and int(self.steps) % cfg.restart_every == 0:
-            self._restart(z, counts.sum())
         return counts
 
     @torch.no_grad()
@@ -171,9 +169,12 @@ class VectorQuantizer(nn.Module):
             counts = self._update(z.detach(), codes)
             if self.cfg.update == "ema":
                 e = self.weight()[codes].detach()
-        else:
+            # Restart after e is taken: a frame whose code is re-seeded now keeps the vector it was
+            # assigned (else it would get another frame's z, and its commitment loss would pull towards it).
+            if self.cfg.restart_threshold > 0 and int(self.steps) % self.cfg.restart_every == 0:
+                self._restart(z.detach(), counts.sum())
+        else:  # this process's counts: no collective here, so DDP ranks may run unequal validation batches
             counts = torch.bincount(codes, minlength=self.cfg.codebook_size).float()
-            _all_reduce(counts)
         codebook_loss = F.mse_loss(e, z.detach()) if self.cfg.update == "loss" else z.new_zeros(())
         commitment_loss = self.cfg.beta * F.mse_loss(z, e.detach())
         z_q = z + (e - z).detach()  # straight-through: gradient of z_q copied to z
