@@ -109,3 +109,21 @@ def test_ddp_two_cpu_ranks_keep_identical_codebooks(tmp_path):
     # the ranks trained on different data, so identity is the all-reduce's doing
     fresh = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny()).quantizer.state_dict()
     assert not torch.equal(s0["layers.0.codebook"], fresh["layers.0.codebook"])
+
+
+@pytest.mark.parametrize("val_utterances", [3, 1], ids=["uneven-batches", "empty-share"])
+def test_ddp_validation_with_uneven_and_empty_rank_shares(tmp_path, val_utterances):
+    """3 validation utterances over 2 ranks at batch 1 (2 batches vs 1), or 1 (rank 1 has none): no hang."""
+    corpus = make_corpus(tmp_path / "c", speakers=(("a", 110.0), ("b", 210.0), ("c", 150.0)), utts=3)
+    out = tmp_path / "ddp"
+    cmd = train_cmd(corpus, out, "train.max_steps=2", "train.ckpt_every=100", "train.devices=2",
+                    "train.strategy=ddp", "train.batch_size=1", "train.val_every=2",
+                    f"train.val_utterances={val_utterances}")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = (out / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    vals = [dict(zip(header, row.split(","))) for row in rows[1:]]
+    nll = [float(v["val_nll"]) for v in vals if v.get("val_nll")]
+    assert len(nll) == 1 and 3.0 < nll[0] < 7.0  # one validation, an untrained model's NLL (ln 256 = 5.5)
+

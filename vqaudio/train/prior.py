@@ -107,8 +107,10 @@ class PriorTask(L.LightningModule):
 
     def val_dataloader(self) -> DataLoader:
         items = self.val_items or self.train_items[-1:]
-        ds = FixedCodeCrops(self.cache, items[self.global_rank :: self.trainer.world_size], self.tcfg.crop)
-        return DataLoader(ds, batch_size=self.tcfg.batch_size)
+        mine = items[self.global_rank :: self.trainer.world_size]
+        # Lightning refuses an empty loader on any rank: a rank without a share validates one item and counts none
+        self._val_discard = not mine
+        return DataLoader(FixedCodeCrops(self.cache, mine or items[:1], self.tcfg.crop), batch_size=self.tcfg.batch_size)
 
     def training_step(self, batch, batch_idx):
         codes, spk, mask = batch  # (B, n_q, F), (B,), (B, F)
@@ -119,6 +121,8 @@ class PriorTask(L.LightningModule):
         return out.loss
 
     def validation_step(self, batch, batch_idx):
+        if self._val_discard:
+            return
         codes, spk, mask = batch
         m = mask[:, None, :].expand_as(codes)  # (B, n_q, F)
         sums = []
@@ -132,13 +136,17 @@ class PriorTask(L.LightningModule):
         self._val.append(torch.stack([s.double() for s in sums]))
 
     def on_validation_epoch_end(self):
-        if not self._val:
-            return
-        tot = torch.stack(self._val).sum(0)  # [nll_spk, nll_nospk, unigram, count]
+        # every rank joins the reduction, also one with no validation items (it would hang the others)
+        if self._val:
+            tot = torch.stack(self._val).sum(0)  # [nll_spk, nll_nospk, unigram, count]
+        else:
+            tot = torch.zeros(4, dtype=torch.float64, device=self.device)
         self._val.clear()
         if self.trainer.world_size > 1:
             torch.distributed.all_reduce(tot)
-        n = tot[3].clamp(min=1)
+        if float(tot[3]) == 0:
+            return
+        n = tot[3]
         metrics = {
             "val_bits_per_code": float(tot[0] / n / LN2),
             "val_bits_per_code_no_speaker": float(tot[1] / n / LN2),

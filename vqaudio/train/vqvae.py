@@ -60,9 +60,11 @@ class VQVAETask(L.LightningModule):
             ds = FixedCropDataset(t.data, self.model.speakers, t.crop, hop, "valid", max_items=t.val_utterances)
         except CorpusError:  # a corpus without a validation split: a spread of training utterances
             ds = FixedCropDataset(t.data, self.model.speakers, t.crop, hop, "train", max_items=t.val_utterances)
-        # each rank validates its own share; metrics are reduced with sync_dist
-        ds = Subset(ds, range(self.global_rank, len(ds), self.trainer.world_size))
-        return DataLoader(ds, batch_size=t.batch_size)
+        # each rank validates its own share; the epoch-end reduction combines them
+        mine = list(range(self.global_rank, len(ds), self.trainer.world_size))
+        # Lightning refuses an empty loader on any rank: a rank without a share validates one item and counts none
+        self._val_discard, self._val_n = not mine, len(mine)
+        return DataLoader(Subset(ds, mine or [0]), batch_size=t.batch_size)
 
     # ---------------------------------------------------------------- steps
 
@@ -83,6 +85,8 @@ class VQVAETask(L.LightningModule):
         return out.loss
 
     def validation_step(self, batch, batch_idx):
+        if self._val_discard:
+            return
         wav, spk = batch
         out = self.model(wav, spk)
         self._val_nll.append(out.nll.detach() * wav.shape[0])
@@ -93,17 +97,25 @@ class VQVAETask(L.LightningModule):
             self._example = (wav[0, 0], int(spk[0]), out.codes[0])
 
     def on_validation_epoch_end(self):
-        if not self._val_counts:
-            return
-        counts = torch.stack(self._val_counts).sum(0).float()  # (n_q, K)
-        n = float(len(self.trainer.val_dataloaders.dataset)) or 1.0  # this rank's utterances
-        self.log("val_nll", torch.stack(self._val_nll).sum() / n, sync_dist=True)
-        if self.trainer.world_size > 1:
-            torch.distributed.all_reduce(counts)
-        self.log("val_perplexity", perplexity(counts[0]), sync_dist=False)
-        self.log("val_codes_used", (counts[0] > 0).sum().float(), sync_dist=False)
+        # Every rank joins the reductions, also one whose share of the validation set is empty
+        # (val_utterances < devices): skipping them would leave the other ranks waiting forever.
+        dev = self.device
+        if self._val_counts:
+            counts = torch.stack(self._val_counts).sum(0).float()  # (n_q, K)
+        else:
+            counts = torch.zeros(self.model.n_q, self.model.codebook_size, device=dev)
+        nll_sum = torch.stack(self._val_nll).sum().float() if self._val_nll else torch.zeros((), device=dev)
+        tot = torch.stack([nll_sum, torch.tensor(float(self._val_n), device=dev)])
         self._val_counts.clear()
         self._val_nll.clear()
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(counts)
+            torch.distributed.all_reduce(tot)
+        if float(tot[1]) == 0:
+            return
+        self.log("val_nll", tot[0] / tot[1], sync_dist=False)  # mean over every rank's utterances
+        self.log("val_perplexity", perplexity(counts[0]), sync_dist=False)
+        self.log("val_codes_used", (counts[0] > 0).sum().float(), sync_dist=False)
         if self.global_rank == 0 and not self.trainer.sanity_checking:
             self.export()
             self.write_example()
