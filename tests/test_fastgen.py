@@ -163,3 +163,14 @@ def test_model_decode_fast_equals_torch(output):
     fast = model.decode(codes, speaker="s1", seed=3, backend="fast", length=length)
     assert fast.shape == (length,)
     assert_same_samples(model.decoder, ref[None], fast[None])
+
+
+@pytest.mark.parametrize("backend", ["fast", "torch"])
+def test_decode_of_no_frames_or_zero_length_is_empty(backend):
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(VQVAEConfig.tiny()).eval()
+    empty = torch.zeros(model.n_q, 0, dtype=torch.long)
+    assert model.decode(empty, backend=backend).shape == (0,)
+    assert model.decode(empty[None].expand(2, -1, -1), backend=backend).shape == (2, 0)
+    codes = torch.randint(0, model.codebook_size, (model.n_q, 3))
+    assert model.decode(codes, backend=backend, length=0).shape == (0,)

@@ -70,7 +70,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def pack_weights(decoder: WaveNet) -> dict:
-    """Fold the decoder's weights into the kernel's layout (float32, C-contiguous)."""
+    """Fold the decoder's weights into the kernel's layout (float32, C-contiguous, CPU whatever the model's device)."""
     cfg = decoder.cfg
     layers = decoder.layers
     R, G, K = cfg.residual_channels, cfg.gate_channels, cfg.kernel_size
@@ -80,16 +80,16 @@ def pack_weights(decoder: WaveNet) -> dict:
     wc, wr, br = [], [], []
     for i, layer in enumerate(layers):
         c = math.sqrt(0.5) ** i  # h_i = c·ĥ_i
-        w = layer.conv.weight.detach().double()  # (G, R, K)
+        w = layer.conv.weight.detach().cpu().double()  # (G, R, K)
         wc.append(w.permute(2, 1, 0).reshape(K * R, G) * c)  # row j·R + r: tap j, channel r
         if layer.res is None:  # the last layer has no residual projection (its output is unused)
             wr.append(torch.zeros(G // 2, R, dtype=torch.float64))
             br.append(torch.zeros(R, dtype=torch.float64))
         else:
-            wr.append(layer.res.weight.detach().double()[:, :, 0].t() / c)  # (H, R)
-            br.append(layer.res.bias.detach().double() / c)
-    skip_w = torch.cat([layer.skip.weight.detach()[:, :, 0].t() for layer in layers])  # (L·H, S)
-    skip_b = torch.stack([layer.skip.bias.detach().double() for layer in layers]).sum(0)
+            wr.append(layer.res.weight.detach().cpu().double()[:, :, 0].t() / c)  # (H, R)
+            br.append(layer.res.bias.detach().cpu().double() / c)
+    skip_w = torch.cat([layer.skip.weight.detach().cpu()[:, :, 0].t() for layer in layers])  # (L·H, S)
+    skip_b = torch.stack([layer.skip.bias.detach().cpu().double() for layer in layers]).sum(0)
     return dict(
         w_in=_np(decoder.input_conv.weight[:, 0, 0]),
         b_in=_np(decoder.input_conv.bias),
@@ -114,17 +114,19 @@ class _Conditioner:
     def __init__(self, decoder: WaveNet, z_q: torch.Tensor, speaker: torch.Tensor | None):
         self.decoder, self.hop = decoder, decoder.hop
         self.per_sample = decoder.condnet.per_sample
-        z_q = z_q.detach().float().cpu()
+        # The decoder's own modules run where its weights are (a CUDA model too); the kernel gets CPU copies.
+        w0 = decoder.head2.weight
+        z_dev = z_q.detach().to(w0.device, w0.dtype)
         net = decoder.condnet.net
-        self.frames = net(z_q) if len(net) else z_q  # (B, Cc, F), before upsampling
+        self.frames = (net(z_dev) if len(net) else z_dev).float().cpu()  # (B, Cc, F), before upsampling
         B = z_q.shape[0]
         layers = decoder.layers
         self.w = torch.cat([layer.cond.weight.detach().float().cpu()[:, :, 0] for layer in layers])  # (L·G, Cc)
         const = torch.cat([layer.conv.bias.detach().float().cpu() for layer in layers])[None].expand(B, -1)
-        spk = decoder.speaker_vector(None if speaker is None else speaker.cpu(), B)
+        spk = decoder.speaker_vector(None if speaker is None else speaker.to(w0.device), B)
         if spk is not None:
-            spk = spk.detach().float().cpu()
-            const = const + torch.cat([layer.spk(spk) for layer in layers], 1)  # (B, L·G)
+            spk_proj = torch.cat([layer.spk(spk) for layer in layers], 1)  # (B, L·G)
+            const = const + spk_proj.detach().float().cpu()
         self.const = const[:, None, :]  # (B, 1, L·G)
         self.L, self.G = len(layers), decoder.cfg.gate_channels
 
@@ -171,7 +173,7 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
     """As `generate`, also returning the logits of every step (B, T, C_out) if `keep_logits` (tests, debugging)."""
     cfg = decoder.cfg
     B, _, Fr = z_q.shape
-    T = length or Fr * decoder.hop
+    T = Fr * decoder.hop if length is None else length
     if T > Fr * decoder.hop:
         raise ValueError(f"length {T} is longer than the {Fr} frames of latents ({Fr * decoder.hop} samples)")
     if uniforms.shape[0] != B or uniforms.shape[1] < T:

@@ -175,6 +175,9 @@ class VQVAE(nn.Module):
         if len(names) != B:
             raise ValueError(f"{len(names)} speakers for a batch of {B} code sequences")
         spk = torch.tensor([self.speaker_index(s) for s in names], dtype=torch.long, device=self.device)
+        if T <= 0:  # no frames (an empty codes file) or length 0: nothing to generate
+            wav = torch.zeros(B, 0)
+            return wav[0] if single else wav
         # Every row gets the draws of a single decode with this seed, so row b of a
         # batch equals decode(codes[b], speaker[b], seed) on its own.
         g = torch.Generator().manual_seed(int(seed))

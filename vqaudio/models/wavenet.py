@@ -225,7 +225,7 @@ class WaveNet(nn.Module):
         Each layer keeps a ring buffer of its last (k-1)·d inputs.
         """
         B, _, Fr = z_q.shape
-        T = length or Fr * self.hop
+        T = Fr * self.hop if length is None else length
         dev = z_q.device
         cond = self.condnet(z_q)  # (B, Cc, F|T)
         spk = self.speaker_vector(speaker, B)
