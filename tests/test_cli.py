@@ -189,6 +189,9 @@ def test_user_errors(env, capsys, tmp_path):
         user_error(capsys, ["decode", str(tmp_path / name), "-m", m], match)
         user_error(capsys, ["info", str(tmp_path / name), "-m", m], match)
     user_error(capsys, ["decode", str(tmp_path / "absent.vqa"), "-m", m], "no such file")
+    user_error(capsys, ["decode", str(tmp_path / "b.vqa"), "-m", m, "-o", str(tmp_path / "b.mp3")], "use a .wav, .flac or .ogg")
+    user_error(capsys, ["sample", "-m", m, "-o", str(tmp_path / "s.mp3")], "use a .wav, .flac or .ogg")
+    assert not (tmp_path / "b.mp3").exists() and not (tmp_path / "s.mp3").exists()
     assert not list(tmp_path.glob("*.wav")) or sorted(p.name for p in tmp_path.glob("*.wav")) == ["silent.wav", "text.wav"]
     capsys.readouterr()
     assert main(["decode", str(tmp_path / "b.vqa"), "-m", str(env / "other"), "--force", "--backend", "torch"]) == 0

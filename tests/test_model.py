@@ -162,6 +162,36 @@ def test_load_rejects_wrong_version(tmp_path):
         vqaudio.load_model(tmp_path / "m")
 
 
+def test_load_rejects_weights_of_another_shape_in_one_line(tmp_path):
+    import json
+
+    vqaudio.VQVAE(VQVAEConfig.tiny()).save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["config"]["quantizer"]["codebook_size"] = 32  # an edited config: the weights hold K = 16
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(vqaudio.hub.ModelError, match="does not match its config.*shape"):
+        vqaudio.load_model(tmp_path / "m")
+
+
+def test_integer_pcm_is_scaled_from_numpy_and_torch_alike():
+    from vqaudio.audio import as_mono_float
+
+    pcm = np.array([0, 16384, -32768, 32767], np.int16)
+    ref = as_mono_float(pcm)
+    np.testing.assert_allclose(ref, [0.0, 0.5, -1.0, 32767 / 32768], atol=1e-6)
+    np.testing.assert_array_equal(as_mono_float(torch.from_numpy(pcm)), ref)
+    np.testing.assert_array_equal(as_mono_float(torch.from_numpy(pcm).double() / 32768), ref)
+
+
+def test_encode_rejects_bad_n_q_and_sample_rate():
+    model = vqaudio.VQVAE(VQVAEConfig.tiny()).eval()
+    wav = np.zeros(1600, np.float32)
+    with pytest.raises(ValueError, match="n_q"):
+        model.encode(wav, 16000, n_q=2)
+    with pytest.raises(ValueError, match="sample rate"):
+        model.encode(wav, 0)
+
+
 def test_reconstruction_gradient_reaches_encoder():
     torch.manual_seed(0)
     model = vqaudio.VQVAE(VQVAEConfig.tiny()).train()

@@ -253,3 +253,8 @@ def test_sample_cli_continues_a_vqa_prompt_in_its_speakers_voice(tmp_path, capsy
     C.write(tmp_path / "q.vqa", prompt, C.make_header(other, 12, 1, 12 * model.hop_length))
     assert cli_main(args[:4] + [str(tmp_path / "q.vqa")] + args[5:]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_odd_head_dimension_is_refused_up_front():
+    with pytest.raises(ValueError, match="must be even"):
+        Prior(PriorConfig(d_model=96, n_layers=1, n_heads=32), 16, 1, 2)

@@ -46,6 +46,10 @@ def test_bad_config_is_one_line_error(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "not a" in r.stderr
     r = subprocess.run(train_cmd(tmp_path, tmp_path / "run", "train.bogus=1"), capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "unknown key" in r.stderr
+    corpus = make_corpus(tmp_path / "c")
+    r = subprocess.run(train_cmd(corpus, tmp_path / "run", "model.sample_rate=24000"), capture_output=True, text=True,
+                       env=ENV, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "prepared at 16000 Hz" in r.stderr
 
 
 def _ckpt_step(path: Path) -> int:

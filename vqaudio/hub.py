@@ -101,6 +101,11 @@ def _load_weights(module: torch.nn.Module, file: Path) -> None:
     except Exception as e:  # safetensors raises several types for corrupt files
         raise ModelError(f"cannot read {file} ({e})") from None
     ref = module.state_dict()
+    wrong = [k for k, v in state.items() if k in ref and v.shape != ref[k].shape]
+    if wrong:
+        k = wrong[0]
+        raise ModelError(f"{file} does not match its config: {k} has shape {tuple(state[k].shape)}, "
+                         f"the config wants {tuple(ref[k].shape)}")
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("prior.")]

@@ -10,6 +10,7 @@ from . import CLIError
 
 FORMATS = {"vqa": ".vqa", "npy": ".npy", "json": ".json", "embeddings": ".emb.npy"}
 CODES_EXTENSIONS = (".vqa", ".json", ".npy")
+AUDIO_OUT = (".wav", ".flac", ".ogg")  # what audio.save writes
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -93,6 +94,8 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
         pairs.append((src, dst))
     seen: dict[Path, Path] = {}
     for src, dst in pairs:
+        if suffix.endswith(".wav") and dst.suffix.lower() not in AUDIO_OUT:  # say so before any work is done
+            raise CLIError(f"cannot write audio to {dst}: use a .wav, .flac or .ogg file name")
         if dst.resolve() in seen:
             raise CLIError(f"{src} and {seen[dst.resolve()]} would both be written to {dst}")
         if dst.resolve() == src.resolve():

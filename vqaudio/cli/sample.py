@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely codes (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--prompt", help="a .wav (or other audio) or .vqa file whose codes the samples continue")
+    p.add_argument("--force", action="store_true", help="accept a codes prompt written by another model")
     p.add_argument("-n", type=int, default=1, help="number of samples (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the prior and the decoder (default 0)")
     p.add_argument("--decoder-temperature", type=float, default=1.0, help="WaveNet sampling temperature")
@@ -33,15 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def output_paths(out: str | Path, n: int) -> list[Path]:
     """-o gen.wav: one sample -> gen.wav; n > 1 -> gen_0.wav ... gen_{n-1}.wav."""
+    from . import CLIError
+
     out = Path(out)
     if out.suffix == "":
         out = out.with_suffix(".wav")
+    if out.suffix.lower() not in (".wav", ".flac", ".ogg"):
+        raise CLIError(f"cannot write audio to {out}: use a .wav, .flac or .ogg file name")
     if n == 1:
         return [out]
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
 
 
-def prompt_codes(model, path: str):
+def prompt_codes(model, path: str, force: bool = False):
     """Codes (n_q, P) of a prompt file and the speaker it names (or None).
 
     Audio files are encoded (in chunks, like `vqaudio encode`); .vqa / .json / .npy
@@ -56,7 +61,7 @@ def prompt_codes(model, path: str):
     p = Path(path)
     if p.suffix.lower() in CODES_EXTENSIONS:
         cf = load_codes(p, model)
-        C.check_model(cf, model)
+        C.check_model(cf, model, force=force)
         codes, speaker = torch.as_tensor(cf.codes), cf.speaker
     else:
         codes, speaker = encode_file(model, p).codes, guess_speaker(model, p)
@@ -78,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.temperature < 0:
         raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+    outputs = output_paths(args.output, args.n)  # a bad file name fails now, not after sampling
 
     import torch
 
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     spk = model.speaker_index(speaker) if speaker is not None else None  # lists known ids if unknown
     prompt = None
     if args.prompt:
-        prompt, prompt_speaker = prompt_codes(model, args.prompt)
+        prompt, prompt_speaker = prompt_codes(model, args.prompt, force=args.force)
         if speaker is None and prompt_speaker is not None:
             speaker, spk = prompt_speaker, model.speaker_index(prompt_speaker)
             print(f"the prompt is speaker {speaker}'s: continuing in that voice (override with --speaker)",
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     wav = model.decode(codes.cpu(), speaker=speaker, seed=args.seed, temperature=args.decoder_temperature,
                        backend=args.backend, progress=True)  # (N, T)
-    for path, w in zip(output_paths(args.output, args.n), wav):
+    for path, w in zip(outputs, wav):
         with writing(path):
             save(path, w, model.sample_rate)
             _umask_mode(path)

@@ -61,6 +61,8 @@ def _first_call_notice() -> threading.Timer | None:
 def _threads(n: int) -> ThreadPoolExecutor:
     global _pool
     if _pool is None or _pool[0] < n:
+        if _pool is not None:
+            _pool[1].shutdown(wait=False)
         _pool = (n, ThreadPoolExecutor(n, thread_name_prefix="vqaudio-fastgen"))
     return _pool[1]
 

@@ -73,6 +73,8 @@ class Attention(nn.Module):
         super().__init__()
         if d % n_heads:
             raise ValueError(f"d_model {d} is not divisible by n_heads {n_heads}")
+        if (d // n_heads) % 2:
+            raise ValueError(f"d_model / n_heads = {d // n_heads} must be even (rotary embeddings rotate pairs)")
         self.n_heads, self.head_dim, self.dropout = n_heads, d // n_heads, dropout
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)

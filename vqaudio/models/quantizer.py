@@ -258,7 +258,9 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def quantize(self, z_e: torch.Tensor, n_q: int | None = None) -> torch.Tensor:
         """z_e (B, D, T) -> codes (B, n_q, T), without touching any statistics."""
-        n_q = n_q or self.cfg.n_q
+        n_q = self.cfg.n_q if n_q is None else n_q
+        if not 1 <= n_q <= self.cfg.n_q:
+            raise ValueError(f"n_q must be in [1, {self.cfg.n_q}], got {n_q}")
         z_e = z_e.float()
         B, D, T = z_e.shape
         residual = self._normalize(z_e).reshape(B * T, D)

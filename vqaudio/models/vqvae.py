@@ -136,7 +136,7 @@ class VQVAE(nn.Module):
         """
         from ..audio import prepare
 
-        x = prepare(wav, sample_rate or self.sample_rate, self.sample_rate)
+        x = prepare(wav, self.sample_rate if sample_rate is None else sample_rate, self.sample_rate)
         t = torch.from_numpy(x).to(self.device)[None, None]  # (1, 1, T)
         return self.encode_tensor(t, n_q)[0].long()
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,8 +81,8 @@ def _read(path: Path, digest: str) -> CodesCache | None:
                 return None
             return CodesCache(codes=z["codes"], offsets=z["offsets"], speakers=meta["speakers"],
                               splits=meta["splits"], utterances=meta["utterances"], path=path)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
-        return None  # unreadable or foreign: re-encode
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None  # unreadable, truncated or foreign: re-encode
 
 
 def _write(path: Path, cache: CodesCache, digest: str) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config import TrainConfig, VQVAEConfig
-from ..data.manifest import CorpusError, read_speakers
+from ..data.manifest import CorpusError, read_speakers, read_summary
 from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import save_model
 from ..models.quantizer import perplexity
@@ -160,6 +160,10 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
         raise ConfigError("no training data: set train.data to a prepared corpus (vqaudio prepare ...)")
     speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
     mcfg = model_config(raw, speakers)
+    corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
+    if corpus_sr != mcfg.sample_rate:  # the crops are read at the corpus's rate: a mismatch would train on rescaled time
+        raise ConfigError(f"{tcfg.data} is prepared at {corpus_sr} Hz but model.sample_rate is {mcfg.sample_rate}; "
+                          f"train at the corpus's rate (model.sample_rate={corpus_sr})")
     if tcfg.crop % mcfg.hop_length:
         raise ConfigError(f"train.crop ({tcfg.crop}) must be a multiple of the hop ({mcfg.hop_length})")
     out = Path(tcfg.out)
