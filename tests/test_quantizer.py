@@ -151,3 +151,21 @@ def test_a_code_restarted_this_step_keeps_its_vector_for_this_steps_frames():
     assert torch.equal(codes_r, codes_n) and int(codes_r[0]) == rare
     torch.testing.assert_close(zq_r, zq_n, rtol=0, atol=0)
     assert not torch.allclose(with_restart.codebook[rare], without.codebook[rare])  # it was re-seeded
+
+
+def test_a_dropped_stage_still_leaves_the_true_residual_to_the_next():
+    """Quantizer dropout only masks what the decoder sees: every stage's codes are those of a full pass,
+    and each utterance's z_q is the sum of its first n' stages for some n'."""
+    torch.manual_seed(0)
+    cfg = QuantizerConfig(codebook_size=8, n_q=3, quantizer_dropout=1.0, restart_threshold=0, kmeans_init=False,
+                          update="loss")
+    rvq = ResidualVQ(cfg, 4).train()
+    rvq_full = ResidualVQ(dataclasses.replace(cfg, quantizer_dropout=0.0), 4).train()
+    rvq_full.load_state_dict(rvq.state_dict())
+    z_e = torch.randn(16, 4, 10)
+    out, ref = rvq(z_e), rvq_full(z_e)
+    assert torch.equal(out.codes, ref.codes)
+    prefix = torch.stack([rvq.dequantize(out.codes[:, :n]) for n in range(1, 4)])  # (3, B, D, T)
+    err = (prefix - out.z_q.detach()[None]).abs().amax(dim=(2, 3)).amin(0)  # (B,) best-matching prefix
+    assert err.max() < 1e-5
+    assert (prefix[-1] - out.z_q.detach()).abs().amax(dim=(1, 2)).max() > 1e-3  # some utterances were cut

@@ -237,11 +237,12 @@ class ResidualVQ(nn.Module):
             z = self._stage_in(i, residual)
             q, c, lc, lm, counts = self.layers[i](z)
             out = self._stage_out(i, q)
-            if keep is not None:
-                m = (keep > i).unsqueeze(1).to(out.dtype)
-                out = out * m
-            z_q = z_q + out
+            # The residual always subtracts the stage's output: a dropped stage only leaves z_q (what the
+            # decoder sees), so later stages still quantize the true residual at its true scale.
             residual = residual - out.detach()
+            if keep is not None:
+                out = out * (keep > i).unsqueeze(1).to(out.dtype)
+            z_q = z_q + out
             codes.append(c)
             cb_loss, cm_loss = cb_loss + lc, cm_loss + lm
             ppl.append(perplexity(counts))
