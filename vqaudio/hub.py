@@ -45,6 +45,9 @@ def save_model(model, path: str | os.PathLike, dtype: torch.dtype | None = None)
     """Write `model` (a VQVAE, with its prior if attached) as a model directory.
 
     `dtype=torch.float16` stores weights in half precision (they load back as float32).
+    The rounding changes the weights, so the saved model's fingerprint differs from the
+    in-memory one: encode with the reloaded model, or `.vqa` files made before saving
+    need `--force` to decode with it.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
