@@ -116,3 +116,18 @@ def test_train_prior_rejects_bad_crop(corpus_and_model, capsys):
     rc = cli_main(["train", "--vqvae", str(model_dir), "prior", f"train.data={corpus}",
                    f"train.out={root / 'bad'}", "train.crop=999", "prior.max_frames=64"])
     assert rc == 2 and "train.crop" in capsys.readouterr().err
+
+
+def test_ddp_prior_validation_with_a_rank_that_has_no_share(corpus_and_model):
+    """One validation utterance over 2 gloo ranks: rank 1 validates nothing, and nobody hangs."""
+    corpus, model_dir, root = corpus_and_model
+    out = root / "run_ddp"
+    cmd = [sys.executable, "-m", "vqaudio", "train", "--vqvae", str(model_dir), "prior",
+           f"train.data={corpus}", f"train.out={out}", "train.crop=64", "train.batch_size=2",
+           "train.max_steps=2", "train.val_every=2", "train.val_utterances=1", "train.ckpt_every=100",
+           "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp",
+           "prior.d_model=16", "prior.n_layers=1", "prior.n_heads=2", "prior.max_frames=128"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((out / "prior_metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["val_codes"] > 0 and metrics["val_bits_per_code"] > 0
