@@ -47,9 +47,9 @@ class InvalidSamplesError(AudioError):
 
 def as_mono_float(wav: np.ndarray | torch.Tensor) -> np.ndarray:
     """(T,) or channels-first (C, T), numpy or torch, any dtype -> float32 (T,)."""
-    if isinstance(wav, torch.Tensor):  # keep the dtype: an int16 tensor is PCM to scale, like int16 numpy
+    if isinstance(wav, torch.Tensor):  # keep integer dtypes: an int16 tensor is PCM to scale, like int16 numpy
         wav = wav.detach().cpu()
-        wav = (wav.float() if wav.is_floating_point() and wav.dtype != torch.float64 else wav).numpy()
+        wav = (wav.float() if wav.is_floating_point() else wav).numpy()
     wav = np.asarray(wav)
     if wav.dtype.kind in "iu":  # integer PCM: scale to [-1, 1)
         info = np.iinfo(wav.dtype)
@@ -167,15 +167,24 @@ def stream(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.
         raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
 
 
+AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # what `save` writes, by file suffix
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The soundfile format `save` writes to `path`; an AudioError for a suffix it cannot write."""
+    fmt = AUDIO_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise AudioError(f"cannot write audio to {path}: use a .wav, .flac or .ogg file name")
+    return fmt
+
+
 def save(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rate: int, subtype: str = "PCM_16") -> None:
     """Write mono audio atomically: a temp file in the same folder, then rename."""
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu().float().numpy()
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
     path = Path(path)
-    fmt = {".flac": "FLAC", ".ogg": "OGG", ".wav": "WAV"}.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"cannot write {path}: use a .wav, .flac or .ogg file name")
+    fmt = output_format(path)
     if fmt == "OGG":
         subtype = "VORBIS"
     atomic_write(path, lambda tmp: sf.write(tmp, wav, sample_rate, format=fmt, subtype=subtype))

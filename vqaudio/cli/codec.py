@@ -10,7 +10,6 @@ from . import CLIError
 
 FORMATS = {"vqa": ".vqa", "npy": ".npy", "json": ".json", "embeddings": ".emb.npy"}
 CODES_EXTENSIONS = (".vqa", ".json", ".npy")
-AUDIO_OUT = (".wav", ".flac", ".ogg")  # what audio.save writes
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -58,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], suffix: str,
                  kind: str = "audio") -> list[tuple[Path, Path]]:
     """(source, destination) pairs. Directories are searched and mirrored under -o."""
-    from ..audio import AudioFileNotFoundError, find_audio
+    from ..audio import AudioFileNotFoundError, find_audio, output_format
     from ..codes import CodesFileNotFoundError
 
     missing = AudioFileNotFoundError if kind == "audio" else CodesFileNotFoundError
@@ -94,8 +93,8 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
         pairs.append((src, dst))
     seen: dict[Path, Path] = {}
     for src, dst in pairs:
-        if suffix.endswith(".wav") and dst.suffix.lower() not in AUDIO_OUT:  # say so before any work is done
-            raise CLIError(f"cannot write audio to {dst}: use a .wav, .flac or .ogg file name")
+        if suffix.endswith(".wav"):  # an audio output: refuse a suffix `save` cannot write before any work
+            output_format(dst)
         if dst.resolve() in seen:
             raise CLIError(f"{src} and {seen[dst.resolve()]} would both be written to {dst}")
         if dst.resolve() == src.resolve():

@@ -34,13 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def output_paths(out: str | Path, n: int) -> list[Path]:
     """-o gen.wav: one sample -> gen.wav; n > 1 -> gen_0.wav ... gen_{n-1}.wav."""
-    from . import CLIError
+    from ..audio import output_format
 
     out = Path(out)
     if out.suffix == "":
         out = out.with_suffix(".wav")
-    if out.suffix.lower() not in (".wav", ".flac", ".ogg"):
-        raise CLIError(f"cannot write audio to {out}: use a .wav, .flac or .ogg file name")
+    output_format(out)  # a suffix `save` cannot write fails before any work
     if n == 1:
         return [out]
     return [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(n)]
