@@ -31,6 +31,7 @@ import torch
 
 from . import audio
 from .errors import VQAudioError
+from .segmented import DEFAULT_SEGMENT_SECONDS
 
 DEFAULT_CHUNK_SECONDS = 10.0  # window ≈ 10 s: ~100 MB of activations for the paper's encoder
 DEFAULT_BLOCK_SECONDS = 10.0  # file read block
@@ -231,11 +232,11 @@ def _umask_mode(path: str | os.PathLike) -> None:
 
 def decode_to_file(model, codes, out: str | os.PathLike, speaker: str | int | None = None, seed: int = 0,
                    temperature: float = 1.0, backend: str = "fast", length: int | None = None,
-                   progress: bool = False) -> torch.Tensor:
+                   progress: bool = False, segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS) -> torch.Tensor:
     """Decode codes (n_q, frames) to audio at the model rate, cut to `length`; written atomically."""
     model.speaker_index(speaker)  # unknown speaker: fail before any work
     wav = model.decode(torch.as_tensor(np.asarray(codes)), speaker=speaker, seed=seed, temperature=temperature,
-                       backend=backend, length=length, progress=progress)  # (T,)
+                       backend=backend, length=length, progress=progress, segment_seconds=segment_seconds)  # (T,)
     with writing(out):
         audio.save(out, wav, model.sample_rate)
         _umask_mode(out)

@@ -21,6 +21,15 @@ def _decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
     p.add_argument("--temperature", type=float, default=1.0, help="WaveNet (decoder) sampling temperature, 0 = most likely sample (in `sample`, --temperature is the prior's)")
     p.add_argument("--backend", choices=("fast", "torch"), default="fast", help="generation backend")
+    segment_option(p)
+
+
+def segment_option(p: argparse.ArgumentParser) -> None:
+    from ..segmented import DEFAULT_SEGMENT_SECONDS
+
+    p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS, metavar="S",
+                   help=f"generate each utterance as segments of S seconds, all at once: faster on several cores "
+                   f"(default {DEFAULT_SEGMENT_SECONDS:g}; 0: one stream per utterance, the plain autoregressive sample)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -140,6 +149,8 @@ def _check_decoding_args(model, args) -> None:
         model.speaker_index(args.speaker)  # unknown: one line listing the known speakers
     if not args.temperature >= 0:
         raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+    if not args.segment_seconds >= 0:
+        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
 
 
 # ------------------------------------------------------------------ encode
@@ -233,7 +244,8 @@ def run_decode(args: argparse.Namespace) -> int:
         C.check_model(cf, model, force=args.force)
         speaker = args.speaker or (cf.speaker if cf.speaker in model.speakers else None)
         decode_to_file(model, cf.codes, dst, speaker=speaker, seed=args.seed, temperature=args.temperature,
-                       backend=args.backend, length=cf.length, progress=progress and sys.stderr.isatty())
+                       backend=args.backend, length=cf.length, progress=progress and sys.stderr.isatty(),
+                       segment_seconds=args.segment_seconds)
         who = speaker or (model.speakers[0] if model.speakers else "-")
         return f"{dst}: {cf.length / model.sample_rate:.2f} s at {model.sample_rate} Hz, speaker {who}"
 
@@ -253,7 +265,8 @@ def run_resynthesize(args: argparse.Namespace) -> int:
     speaker = args.speaker or guess_speaker(model, src)
     dst = pairs[0][1]
     decode_to_file(model, enc.codes, dst, speaker=speaker, seed=args.seed, temperature=args.temperature,
-                   backend=args.backend, length=enc.length, progress=sys.stderr.isatty())
+                   backend=args.backend, length=enc.length, progress=sys.stderr.isatty(),
+                   segment_seconds=args.segment_seconds)
     who = speaker or (model.speakers[0] if model.speakers else "-")
     print(f"{dst}: {enc.length / model.sample_rate:.2f} s, speaker {who}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .codec import segment_option
+
     p = sub.add_parser(
         "evaluate",
         help="rate, codebook health, reconstruction quality, speaker conversion, prior NLL on held-out audio",
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-data", metavar="CORPUS",
                    help="corpus whose train split teaches the speaker judge the model's speakers (default: --data); "
                         "give the training corpus when --data is a folder of audio files")
+    segment_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--max-utterances must be at least 1")
     if args.seconds_per_utterance < 0:
         raise CLIError("--seconds-per-utterance must be >= 0")
+    if not args.segment_seconds >= 0:
+        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
     torch.manual_seed(args.seed)
     # Evaluation runs many small ops (sample-by-sample generation, short convolutions):
     # extra intra-op threads only add synchronisation, and the fast backend spreads streams itself.
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds_per_utterance or None, report_dir=args.report, seed=args.seed, backend=args.backend,
         stats_utterances=args.stats_utterances, batch_size=args.batch_size, temperature=args.temperature,
         nll_seconds=args.nll_seconds or None, progress=not args.no_progress, judge_data=args.judge_data,
+        segment_seconds=args.segment_seconds,
     )
     print(format_headline(result))
     for note in result["notes"]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .codec import segment_option
+
     p = sub.add_parser(
         "sample",
         help="generate new speech: sample codes from the prior, decode them with the WaveNet",
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for the prior and the decoder (default 0)")
     p.add_argument("--decoder-temperature", type=float, default=1.0, help="WaveNet sampling temperature")
     p.add_argument("--backend", choices=("fast", "torch"), default="fast", help="WaveNet generation backend")
+    segment_option(p)
     p.add_argument("-o", "--output", default="sample.wav", help="output WAV (default sample.wav)")
     p.set_defaults(func=run)
 
@@ -82,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.temperature < 0:
         raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+    if not args.segment_seconds >= 0:
+        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
     outputs = output_paths(args.output, args.n)  # a bad file name fails now, not after sampling
 
     import torch
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"decoding with the model's first speaker ({model.speakers[0]}); choose with --speaker",
               file=sys.stderr)
     wav = model.decode(codes.cpu(), speaker=speaker, seed=args.seed, temperature=args.decoder_temperature,
-                       backend=args.backend, progress=True)  # (N, T)
+                       backend=args.backend, progress=True, segment_seconds=args.segment_seconds)  # (N, T)
     for path, w in zip(outputs, wav):
         with writing(path):
             save(path, w, model.sample_rate)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..segmented import DEFAULT_SEGMENT_SECONDS
 from . import codestats, likelihood, metrics, summary
 from .corpus import EvaluationError, Utterance, conversion_target, load_crop, open_corpus, pick
 from .judge import SpeakerJudge
@@ -90,7 +91,8 @@ def _per_speaker(utts: list[Utterance], n: int, seed: int) -> list[Utterance]:
 
 
 def generate_rows(model, codes: list[torch.Tensor], speakers: list[int], length: int, seed: int,
-                  backend: str, temperature: float = 1.0) -> torch.Tensor:
+                  backend: str, temperature: float = 1.0,
+                  segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS) -> torch.Tensor:
     """Decode several (n_q, F) code arrays of equal F, one speaker each, in one batch -> (B, length).
 
     Row b uses the uniforms `model.decode(codes[b], speaker=speakers[b], seed=seed)` would use.
@@ -98,14 +100,15 @@ def generate_rows(model, codes: list[torch.Tensor], speakers: list[int], length:
     if backend not in ("fast", "torch"):
         raise EvaluationError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
     return model.decode(torch.stack(codes), speaker=list(speakers), seed=seed, temperature=temperature,
-                        backend=backend, length=length)  # (B, length)
+                        backend=backend, length=length, segment_seconds=segment_seconds)  # (B, length)
 
 
 def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seconds: float = 3.0,
              report_dir=None, seed: int = 0, backend: str = "fast", stats_utterances: int = 64,
              judge_per_speaker: int = 20, judge_heldout_per_speaker: int = 5, batch_size: int = 4,
              n_examples: int = 3, temperature: float = 1.0, nll_seconds: float | None = 1.0,
-             progress: bool = True, judge_data=None) -> dict:
+             progress: bool = True, judge_data=None,
+             segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS) -> dict:
     """Evaluate `model` on held-out utterances of `data_dir` (prepared corpus, VCTK folder or folder of audio).
 
     Returns the metrics dict written to metrics.json; with `report_dir`, also
@@ -192,7 +195,8 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
                     codes.append(r["codes"])
                     spks.append(model.speaker_index(r["target"]))
             t1 = time.perf_counter()
-            out = generate_rows(model, codes, spks, len(group[0]["crop"]), seed, backend, temperature)
+            out = generate_rows(model, codes, spks, len(group[0]["crop"]), seed, backend, temperature,
+                                segment_seconds)
             gen_time += time.perf_counter() - t1
             j = 0
             for r in group:
@@ -211,7 +215,8 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
         "model": summary.model_info(model),
         "data": {"dir": str(data_dir), "kind": corpus.kind, "split": split, "utterances": len(selected),
                  "stats_utterances": len(stats_set), "seconds_per_utterance": seconds, "seed": seed,
-                 "backend": backend, "temperature": temperature, "nll_seconds": nll_seconds},
+                 "backend": backend, "temperature": temperature, "nll_seconds": nll_seconds,
+                 "segment_seconds": segment_seconds or 0},
         "rate": {"frames_per_second": model.config.frame_rate, "bits_per_second": model.config.bitrate,
                  "vqa_file_bits_per_second": 8 * file_bytes / file_seconds if file_bytes else None,
                  "entropy_bits_per_frame": cb["total"]["entropy_bits"],

@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import segmented
 from ..config import VQVAEConfig
 from ..errors import UnknownSpeakerError
+from ..segmented import DEFAULT_SEGMENT_SECONDS
 from .encoder import Encoder
 from .quantizer import ResidualVQ
 from .wavenet import WaveNet
@@ -150,6 +152,7 @@ class VQVAE(nn.Module):
         backend: str = "fast",
         length: int | None = None,
         progress: bool = False,
+        segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS,
     ) -> torch.Tensor:
         """codes (n_q', F) or (B, n_q', F) -> float32 waveform (T,) or (B, T) at model.sample_rate.
 
@@ -157,6 +160,9 @@ class VQVAE(nn.Module):
         `length` cuts the output to that many samples (e.g. the original length).
         `backend`: "fast" (compiled loop) or "torch" (the reference); both turn
         the same seed into the same samples.
+        `segment_seconds`: generate each utterance as segments of about this
+        length, all at once (default 1 s: faster on several cores, see
+        vqaudio/segmented.py); None or 0: one stream per utterance.
         """
         codes = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
         single = codes.dim() == 2
@@ -178,26 +184,26 @@ class VQVAE(nn.Module):
         if T <= 0:  # no frames (an empty codes file) or length 0: nothing to generate
             wav = torch.zeros(B, 0)
             return wav[0] if single else wav
+        if backend not in ("fast", "torch"):
+            raise ValueError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
         # Every row gets the draws of a single decode with this seed, so row b of a
         # batch equals decode(codes[b], speaker[b], seed) on its own.
-        g = torch.Generator().manual_seed(int(seed))
-        u = torch.rand(1, T, 2, generator=g, dtype=torch.float32)
-        uniforms = u.expand(B, -1, -1).contiguous().to(self.device)  # (B, T, 2)
+        streams = segmented.plan(T, Fr, self.decoder, segment_seconds, self.sample_rate)
         z_q = self.quantizer.dequantize(codes)
+
+        def run(z, s, uniforms, n, bar):
+            if backend == "torch":
+                return self.decoder.generate(z, s, uniforms, temperature, length=n)
+            from ..fastgen import generate as fast_generate
+
+            return fast_generate(self.decoder, z, s, uniforms, temperature, length=n, progress=bar)
+
         was_training = self.training
         self.eval()
         try:
-            if backend == "torch":
-                wav = self.decoder.generate(z_q, spk, uniforms, temperature, length=T)
-            elif backend == "fast":
-                from ..fastgen import generate as fast_generate
-
-                wav = fast_generate(self.decoder, z_q, spk, uniforms, temperature, length=T, progress=progress)
-            else:
-                raise ValueError(f"unknown backend {backend!r}; use 'fast' or 'torch'")
+            wav = segmented.generate(run, z_q, spk, streams, seed, T, progress)  # (B, T)
         finally:
             self.train(was_training)
-        wav = wav.float().cpu()
         return wav[0] if single else wav
 
     def save(self, path) -> None:

@@ -40,6 +40,9 @@ class EvalSettings:
     seed: int = 0
     backend: str = "fast"
     nll_seconds: float = 1.0
+    # one stream per utterance: the study compares models, not decoding shortcuts, and every
+    # earlier study result was made so (segmented decoding came later; vqaudio/segmented.py)
+    segment_seconds: float = 0.0
 
 
 SMOKE_EVAL = EvalSettings(utterances=2, seconds=1.0, stats_utterances=4, judge_per_speaker=4)
@@ -166,7 +169,10 @@ class Study:
         return st.get("train_status") == "done" and st.get("minutes") == self.minutes
 
     def eval_key(self, st: dict) -> dict:
-        return {"settings": asdict(self.settings), "trained_at": st.get("trained_at")}
+        settings = asdict(self.settings)
+        if not settings["segment_seconds"]:  # keys written before the field existed stay valid
+            del settings["segment_seconds"]
+        return {"settings": settings, "trained_at": st.get("trained_at")}
 
     # ------------------------------------------------------------ training
 
@@ -237,7 +243,7 @@ class Study:
             evaluate(model, self.data, split=s.split, max_utterances=s.utterances, seconds=s.seconds,
                      report_dir=self.dir(v) / "eval", seed=s.seed, backend=s.backend,
                      stats_utterances=s.stats_utterances, judge_per_speaker=s.judge_per_speaker,
-                     nll_seconds=s.nll_seconds, progress=False)
+                     nll_seconds=s.nll_seconds, progress=False, segment_seconds=s.segment_seconds)
             st.update(eval_status="done", eval_for=self.eval_key(st), error=None)
         except Exception as e:  # noqa: BLE001 (one broken variant must not stop the study)
             st.update(eval_status="failed", eval_for=None, error=f"evaluation failed: {type(e).__name__}: {e}")
