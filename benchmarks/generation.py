@@ -1,6 +1,7 @@
 """WaveNet generation speed: naive recompute, torch cached reference, fast (numba) backend.
 
     .venv/bin/python benchmarks/generation.py [--config cpu|default|tiny] [--seconds 2] [--compile]
+    .venv/bin/python benchmarks/generation.py --model shipped     # the shipped default model's decoder
 
 Prints a Markdown table: samples/s (wall clock), samples per CPU-second of the
 process (all its threads; on a shared machine this is closer to what an idle
@@ -9,6 +10,11 @@ sgemm measured in the same run. FLOPs per sample = the matrix products of one
 step with the conditioning precomputed (fused dilated conv, residual and skip
 products, the two head products); gates, sampling and bias adds are not counted.
 The first-call numba compile time is measured in a subprocess with an empty cache.
+
+The last rows time what a user waits for: `model.decode` of one utterance of
+`--utterance-seconds` random codes, as one stream and in segments
+(`segment_seconds`, the default; vqaudio/segmented.py). Their samples/s count
+output samples; the segments' warm-up and cross-fade samples are overhead.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import time
 
 import torch
 
+import vqaudio
 from vqaudio.config import VQVAEConfig, WaveNetConfig
 from vqaudio.fastgen import generate as fast_generate
 from vqaudio.models.wavenet import WaveNet, sample_from_logits
+from vqaudio.segmented import DEFAULT_SEGMENT_SECONDS, plan
 
 
 def flops_per_sample(cfg: WaveNetConfig) -> int:
@@ -89,16 +97,28 @@ def compile_time() -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default="cpu", choices=["cpu", "default", "tiny"])
+    ap.add_argument("--config", default="cpu", choices=["cpu", "default", "tiny"],
+                    help="decoder config, randomly initialised (default: cpu, the issue's 2 x 10 layers)")
+    ap.add_argument("--model", help="a model directory, or 'shipped' for the shipped default model (instead of --config)")
+    ap.add_argument("--utterance-seconds", type=float, default=10.0, help="length of the decode rows' utterance")
     ap.add_argument("--seconds", type=float, default=2.0, help="audio per stream for the fast backend")
     ap.add_argument("--naive-samples", type=int, default=200)
     ap.add_argument("--torch-samples", type=int, default=2000)
     ap.add_argument("--compile", action="store_true", help="also measure the cold numba compile (a minute or more)")
     args = ap.parse_args()
-    cfg = {"cpu": VQVAEConfig.cpu, "default": VQVAEConfig, "tiny": VQVAEConfig.tiny}[args.config]()
-    sr, hop = cfg.sample_rate, cfg.hop_length
     torch.manual_seed(0)
-    net = WaveNet(cfg.decoder, cfg.encoder.latent_dim, hop, n_speakers=4).eval()
+    if args.model:
+        model = vqaudio.load_model(None if args.model == "shipped" else args.model)
+        cfg = model.config
+        print(f"model: {model.source_path}")
+    else:
+        cfg = {"cpu": VQVAEConfig.cpu, "default": VQVAEConfig, "tiny": VQVAEConfig.tiny}[args.config]()
+        cfg = cfg.with_speakers([f"s{i}" for i in range(4)])
+        model = vqaudio.VQVAE(cfg).eval()
+        print(f"config: {args.config}, random weights")
+    sr, hop = cfg.sample_rate, cfg.hop_length
+    net = model.decoder.eval()
+    n_spk = max(1, len(cfg.speakers))
     fps = flops_per_sample(cfg.decoder)
     print(f"load: {os.getloadavg()}")
     if args.compile:
@@ -111,7 +131,7 @@ def main() -> None:
 
     def inputs(B: int, T: int):
         frames = -(-T // hop)
-        return (torch.randn(B, cfg.encoder.latent_dim, frames), torch.arange(B) % 4, torch.rand(B, T, 2))
+        return (torch.randn(B, cfg.encoder.latent_dim, frames), torch.arange(B) % n_spk, torch.rand(B, T, 2))
 
     fast_generate(net, *inputs(1, hop))  # load the compiled kernel
     rows = []
@@ -135,6 +155,16 @@ def main() -> None:
         rate = n / wall
         rows.append((method, streams, n, rate, n / cpu, rate / sr, rate * fps / 1e9 / gemm))
         print(f"  {method}, {streams} streams: {rate:,.0f} samples/s", flush=True)
+    T = int(args.utterance_seconds * sr)
+    codes = torch.randint(0, model.codebook_size, (model.n_q, -(-T // hop)))
+    for seconds in (0, DEFAULT_SEGMENT_SECONDS):
+        streams = len(plan(T, codes.shape[1], net, seconds, sr))
+        wall, cpu = timed(lambda s=seconds: model.decode(codes, length=T, segment_seconds=s))
+        method = (f"`model.decode` of one {args.utterance_seconds:g} s utterance, "
+                  + (f"segments of {seconds:g} s" if seconds else "one stream"))
+        rate = T / wall
+        rows.append((method, streams, T, rate, T / cpu, rate / sr, rate * fps / 1e9 / gemm))
+        print(f"  {method} ({streams} streams): {rate:,.0f} samples/s", flush=True)
     gemm_end = sgemm_gflops()
     print(f"\nload: {os.getloadavg()}; sgemm at the end: {gemm_end:.1f} GFLOP/s (ratios use the start)\n")
     print("| method | streams | samples | samples/s (wall) | samples per CPU-s | × real time | of sgemm rate |")
