@@ -378,3 +378,40 @@ def _empty(tmp_path):
     d = tmp_path / "empty"
     d.mkdir()
     return d
+
+
+def test_resynthesis_judge_learns_the_voices_as_the_model_renders_them(tmp_path, monkeypatch):
+    """A "model" that ignores the codes and voices speaker s as its own synthetic voice converts perfectly.
+    The judge fit on original audio cannot tell (the voices differ from the recordings); the one fit on
+    the model's resyntheses sees resynthesis as the source and conversion as the target, every time."""
+    pytest.importorskip("sklearn")
+    import vqaudio
+    from vqaudio.cli import main
+    from vqaudio.evaluation import evaluate, runner
+
+    calls = []
+
+    def voice_of_speaker(model, codes, speakers, length, *args, **kw):  # (B, length)
+        calls.append(len(codes))
+        return torch.stack([torch.from_numpy(voiced(95.0 + 160.0 * s, length / SR, seed=7 + i, tilt=0.5 + 1.5 * s))
+                            for i, s in enumerate(speakers)])
+
+    monkeypatch.setattr(runner, "generate_rows", voice_of_speaker)
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny()).eval()
+    data = make_corpus(tmp_path / "corpus")
+    r = evaluate(model, data, max_utterances=4, seconds=0.5, stats_utterances=4, progress=False,
+                 resynth_judge_per_speaker=3, report_dir=tmp_path / "report")
+    rj = r["conversion"]["resynth_judge"]
+    assert rj["available"] and rj["train_utterances"] == 6 and rj["train_speakers"] == 2
+    assert rj["resynth_judged_source"] == 1.0 and rj["conversion_judged_target"] == 1.0
+    assert rj["conversion_judged_source"] == 0.0
+    assert sum(calls) == 6 + 2 * 4  # the judge's crops, then resynthesis + conversion of each utterance
+    assert r["data"]["resynth_judge_per_speaker"] == 3
+    assert "resynthesis judge (fit on the model's resyntheses)" in (tmp_path / "report" / "report.md").read_text()
+    # off by default: no extra decodes, the section says so
+    calls.clear()
+    r = evaluate(model, data, max_utterances=2, seconds=0.5, stats_utterances=2, progress=False)
+    assert r["conversion"]["resynth_judge"]["available"] is False and sum(calls) == 4
+    model.save(tmp_path / "model")
+    assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--resynth-judge", "-1"]) == 2

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="corpus whose train split teaches the speaker judge the model's speakers (default: --data); "
                         "give the training corpus when --data is a folder of audio files")
     segment_option(p)
+    p.add_argument("--resynth-judge", type=int, default=0, metavar="N",
+                   help="also fit a speaker judge on the model's resyntheses of N train-split crops per speaker "
+                        "and report its verdicts (conversion as the model voices the target); N × speakers decodes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -51,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--max-utterances must be at least 1")
     if args.seconds_per_utterance < 0:
         raise CLIError("--seconds-per-utterance must be >= 0")
+    if args.resynth_judge < 0:
+        raise CLIError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
     if not args.segment_seconds >= 0:
         raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
     torch.manual_seed(args.seed)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         seconds=args.seconds_per_utterance or None, report_dir=args.report, seed=args.seed, backend=args.backend,
         stats_utterances=args.stats_utterances, batch_size=args.batch_size, temperature=args.temperature,
         nll_seconds=args.nll_seconds or None, progress=not args.no_progress, judge_data=args.judge_data,
-        segment_seconds=args.segment_seconds,
+        segment_seconds=args.segment_seconds, resynth_judge_per_speaker=args.resynth_judge,
     )
     print(format_headline(result))
     for note in result["notes"]:

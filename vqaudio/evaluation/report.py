@@ -79,6 +79,15 @@ def headline_rows(r: dict) -> list[tuple[str, str]]:
         ]
     else:
         rows.append(("speaker judge", "not available"))
+    rj = conv.get("resynth_judge") or {}
+    if rj.get("available"):
+        rows += [
+            ("resynthesis judge (fit on the model's resyntheses)", f"{rj['train_utterances']} crops of "
+                                                                   f"{rj['train_speakers']} speakers"),
+            ("… resynthesis judged as source ↑", _pct(rj["resynth_judged_source"])),
+            ("… conversion judged as target ↑", _pct(rj["conversion_judged_target"])),
+            ("… conversion judged as source ↓", _pct(rj["conversion_judged_source"])),
+        ]
     p = r.get("prior")
     rows.append(("prior NLL vs unigram entropy (bits/code)",
                  f"{_fmt(p['bits_per_code'], 2)} vs {_fmt(p['unigram_entropy_bits'], 2)}" if p else "no prior"))

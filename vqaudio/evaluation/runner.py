@@ -78,6 +78,44 @@ def train_judge(model, corpus, seconds: float, per_speaker: int, heldout_per_spe
     return judge, info
 
 
+def train_resynth_judge(model, corpus, seconds: float, per_speaker: int, seed: int, backend: str,
+                        temperature: float, segment_seconds: float | None, batch_size: int, notes: list[str],
+                        show: bool) -> tuple[SpeakerJudge | None, dict]:
+    """A second judge, fit on the model's own resyntheses of train-split crops (each with its true speaker).
+
+    The first judge learns the speakers from original recordings; when the
+    model's output is far from them it attributes every resynthesis to
+    nobody in particular, and then says nothing about conversion. This one
+    learns each speaker as the model renders it, so `conversion judged as
+    target` asks the question that matters: does the converted audio sound
+    like the target as this model voices the target?
+    """
+    info: dict = {"available": False}
+    known = set(model.speakers)
+    train = [u for u in corpus.split("train") if u.speaker in known]
+    if len(model.speakers) < 2 or len({u.speaker for u in train}) < 2 or not SpeakerJudge.available():
+        notes.append("resynthesis judge skipped: needs scikit-learn and train-split audio of 2+ model speakers")
+        return None, info
+    train = _per_speaker(train, per_speaker, seed + 2)  # other crops than the first judge's
+    bar = _bar(len(train), "resynthesis judge", show)
+    wavs, labels = [], []
+    rows = [{"crop": load_crop(u, model.sample_rate, seconds), "speaker": u.speaker} for u in train]
+    for chunk in _chunks(rows, max(1, batch_size)):
+        for group in _by_length(chunk):
+            codes = [model.encode(r["crop"], model.sample_rate).cpu() for r in group]
+            spks = [model.speaker_index(r["speaker"]) for r in group]
+            out = generate_rows(model, codes, spks, len(group[0]["crop"]), seed, backend, temperature,
+                                segment_seconds)
+            wavs += [w.numpy() for w in out]
+            labels += [r["speaker"] for r in group]
+        bar.update(len(chunk))
+    bar.close()
+    judge = SpeakerJudge(model.speakers, model.sample_rate, seed).fit(wavs, labels)
+    info = {"available": True, "features": "as the judge, fit on the model's resyntheses",
+            "train_utterances": len(wavs), "train_speakers": len(set(labels)), "chance": 1.0 / len(set(labels))}
+    return judge, info
+
+
 def _per_speaker(utts: list[Utterance], n: int, seed: int) -> list[Utterance]:
     by: dict[str, list[Utterance]] = {}
     for u in utts:
@@ -108,7 +146,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
              judge_per_speaker: int = 20, judge_heldout_per_speaker: int = 5, batch_size: int = 4,
              n_examples: int = 3, temperature: float = 1.0, nll_seconds: float | None = 1.0,
              progress: bool = True, judge_data=None,
-             segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS) -> dict:
+             segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS, resynth_judge_per_speaker: int = 0) -> dict:
     """Evaluate `model` on held-out utterances of `data_dir` (prepared corpus, VCTK folder or folder of audio).
 
     Returns the metrics dict written to metrics.json; with `report_dir`, also
@@ -116,7 +154,10 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
     cost: max_utterances × 2 decodes of `seconds` each. The speaker judge learns
     the model's speakers from the train split of `judge_data` (default: `data_dir`):
     a folder of audio files has no training audio, so point `judge_data` at the
-    training corpus to get the conversion figures for it.
+    training corpus to get the conversion figures for it. With
+    `resynth_judge_per_speaker` N > 0, a second judge is fit on the model's
+    resyntheses of N train-split crops per speaker (N × speakers more decodes)
+    and gives its own verdicts on the resyntheses and conversions.
     """
     t0 = time.perf_counter()
     model.eval()
@@ -141,6 +182,10 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
                                     seed, notes, progress)
     if judge is not None:
         judge_info["data"] = str(judge_data if judge_data is not None else data_dir)
+    rjudge, rjudge_info = None, {"available": False}
+    if resynth_judge_per_speaker > 0:
+        rjudge, rjudge_info = train_resynth_judge(model, judge_corpus, seconds, resynth_judge_per_speaker, seed,
+                                                  backend, temperature, segment_seconds, batch_size, notes, progress)
 
     t_judge = time.perf_counter() - t0
 
@@ -205,7 +250,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
                 r["conv"] = out[j].numpy() if r["target"] is not None else None
                 j += r["target"] is not None
         for r in chunk:
-            per_utt.append(_utterance_metrics(model, r, judge))
+            per_utt.append(_utterance_metrics(model, r, judge, rjudge))
             if len(examples) < n_examples:
                 examples.append(r)
             bar.update()
@@ -216,7 +261,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
         "data": {"dir": str(data_dir), "kind": corpus.kind, "split": split, "utterances": len(selected),
                  "stats_utterances": len(stats_set), "seconds_per_utterance": seconds, "seed": seed,
                  "backend": backend, "temperature": temperature, "nll_seconds": nll_seconds,
-                 "segment_seconds": segment_seconds or 0},
+                 "segment_seconds": segment_seconds or 0, "resynth_judge_per_speaker": resynth_judge_per_speaker},
         "rate": {"frames_per_second": model.config.frame_rate, "bits_per_second": model.config.bitrate,
                  "vqa_file_bits_per_second": 8 * file_bytes / file_seconds if file_bytes else None,
                  "entropy_bits_per_frame": cb["total"]["entropy_bits"],
@@ -226,7 +271,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
                                                   "voicing_agreement", "si_sdr", "stuck_fraction",
                                                   "stuck_fraction_conversion"]),
         "anchors": summary.mismatched_anchor(rows, sr),
-        "conversion": summary.conversion_summary(per_utt, judge_info),
+        "conversion": summary.conversion_summary(per_utt, judge_info, rjudge_info),
         "content": summary.means(per_utt, ["agreement_resynth", "agreement_conversion"]),
         "nll": summary.means(per_utt, ["nll_true", "nll_shuffled_codes", "nll_wrong_speaker"]),
         "prior": summary.prior_summary(prior, cb),
@@ -275,7 +320,7 @@ def _by_length(rows: list) -> list[list]:
     return list(groups.values())
 
 
-def _utterance_metrics(model, r: dict, judge: SpeakerJudge | None) -> dict:
+def _utterance_metrics(model, r: dict, judge: SpeakerJudge | None, rjudge: SpeakerJudge | None = None) -> dict:
     sr, ref, rec, conv = model.sample_rate, r["crop"], r["recon"], r["conv"]
     u: Utterance = r["utt"]
     track = metrics.f0_track(ref, sr)
@@ -301,4 +346,7 @@ def _utterance_metrics(model, r: dict, judge: SpeakerJudge | None) -> dict:
         m["judge_original"] = judge.predict(ref)
         m["judge_resynth"] = judge.predict(rec)
         m["judge_conversion"] = judge.predict(conv) if conv is not None else None
+    if rjudge is not None:
+        m["rjudge_resynth"] = rjudge.predict(rec)
+        m["rjudge_conversion"] = rjudge.predict(conv) if conv is not None else None
     return m

@@ -24,9 +24,10 @@ def means(per_utt: list[dict], keys: list[str]) -> dict:
     return out
 
 
-def conversion_summary(per_utt: list[dict], judge_info: dict) -> dict:
+def conversion_summary(per_utt: list[dict], judge_info: dict, rjudge_info: dict | None = None) -> dict:
     out: dict = {"judge": judge_info, "resynth_judged_source": None, "conversion_judged_target": None,
-                 "conversion_judged_source": None, "original_judged_source": None}
+                 "conversion_judged_source": None, "original_judged_source": None,
+                 "resynth_judge": _resynth_judge_summary(per_utt, rjudge_info or {"available": False})}
     if not judge_info.get("available"):
         return out
     trained = [p for p in per_utt if p["trained_speaker"]]
@@ -37,6 +38,21 @@ def conversion_summary(per_utt: list[dict], judge_info: dict) -> dict:
     if conv:
         out["conversion_judged_target"] = float(np.mean([p["judge_conversion"] == p["target_speaker"] for p in conv]))
         out["conversion_judged_source"] = float(np.mean([p["judge_conversion"] == p["decode_speaker"] for p in conv]))
+    return out
+
+
+def _resynth_judge_summary(per_utt: list[dict], info: dict) -> dict:
+    """Verdicts of the judge fit on the model's own resyntheses (None where it was not trained)."""
+    out = {**info, "resynth_judged_source": None, "conversion_judged_target": None, "conversion_judged_source": None}
+    if not info.get("available"):
+        return out
+    trained = [p for p in per_utt if p["trained_speaker"] and p.get("rjudge_resynth") is not None]
+    conv = [p for p in per_utt if p.get("rjudge_conversion") is not None]
+    if trained:
+        out["resynth_judged_source"] = float(np.mean([p["rjudge_resynth"] == p["speaker"] for p in trained]))
+    if conv:
+        out["conversion_judged_target"] = float(np.mean([p["rjudge_conversion"] == p["target_speaker"] for p in conv]))
+        out["conversion_judged_source"] = float(np.mean([p["rjudge_conversion"] == p["decode_speaker"] for p in conv]))
     return out
 
 
