@@ -104,14 +104,15 @@ def test_stitch_cross_fades_only_the_overlaps():
     assert len(streams) * 0.1 < 0.7  # no fade reaches the clamp
 
 
-def test_stitch_last_segment_shorter_than_the_fade_and_clamped():
+def test_segments_are_equal_and_the_cross_fade_is_clamped():
     model = tiny_model()
     hop = model.hop_length
     seg = round(0.05 * model.sample_rate / hop)
-    frames = 3 * seg + 2  # the last segment (2 frames) is shorter than the cross-fade
+    frames = 3 * seg + seg // 2  # 3.5 segments: three equal ones, no short tail
     streams = plan(frames * hop, frames, model.decoder, 0.05, model.sample_rate)
-    last, prev = streams[-1], streams[-2]
-    assert last.keep_to - last.keep_from < CROSSFADE_SAMPLES and prev.keep_to == last.keep_to
+    assert len(streams) == 3
+    kept = [s.keep_from for s in streams] + [frames * hop]
+    assert {b - a for a, b in zip(kept, kept[1:])} <= {frames * hop // 3 // hop * hop, (frames * hop // 3 // hop + 1) * hop}
     pieces = torch.ones(len(streams), max(s.length for s in streams))  # equal-power sum of two 1s: √2·sin(·+π/4)
     out = stitch(pieces, streams, frames * hop)
     assert out.max() == 1.0 and out.min() > 0.99  # clamped to the waveform range, no dip
@@ -130,7 +131,7 @@ def test_segmented_decode_same_for_both_backends_and_for_a_row_alone(output, ups
     assert fast.shape == (2, length)
     assert_same_samples(model.decoder, ref, fast)
     alone = model.decode(codes[1], speaker="s0", backend="fast", **kw)
-    torch.testing.assert_close(alone, fast[1], rtol=0, atol=0)
+    assert_same_samples(model.decoder, fast[1:2], alone[None])  # μ-law identical; MoL: float32 rounding of batched convs
     # segmenting changes the draw, not the kind of output: one stream is the plain decode
     plain = model.decode(codes[1], speaker="s0", backend="fast", seed=5, length=length, segment_seconds=0)
     assert not torch.equal(plain, alone)

@@ -7,8 +7,9 @@ an utterance becomes several streams: the fast backend spreads them over the
 cores and multiplies each weight it loads by several streams (on this machine
 the shipped decoder runs 2.2× real time as one stream, 5.6× as eight).
 
-Segment k covers the output frames [s_k, s_k + n) (n = `segment_seconds` in
-frames; the last one is shorter). Its stream starts earlier, from silence, as
+The utterance is cut into n = ⌊length / `segment_seconds`⌋ segments of equal
+length (so each lasts between one and two `segment_seconds`); segment k
+covers the output frames [s_k, s_{k+1}). Its stream starts earlier, from silence, as
 every utterance does at t = 0 (training crops start the same way):
 
     stream k:  | margin | warm-up (≥ receptive field) | kept output ... | cross-fade |
@@ -81,11 +82,12 @@ def plan(total: int, frames: int, decoder, segment_seconds: float | None, sample
     # output frames per segment; never shorter than what a stream throws away, so at most half the
     # work is overhead and a cross-fade never reaches past the next segment's start
     seg = max(round(segment_seconds * sample_rate / hop), warm + fade)
-    if frames < 2 * seg:  # under two segments, the warm-up would cost about as much as it saves
+    n = frames // seg  # segments of equal length, each at least `seg` frames: no short tail
+    if n < 2:  # under two segments, the warm-up would cost about as much as it saves
         return whole
+    bounds = [k * frames // n for k in range(n + 1)]
     spans = []  # (first frame, last frame, keep from, keep to) in frames
-    for s in range(0, frames, seg):
-        e = min(frames, s + seg)
+    for s, e in zip(bounds, bounds[1:]):
         end = min(frames, e + fade)
         spans.append((max(0, s - warm), min(frames, end + margin), s, end))
     # A stream that reaches the end of the codes must not be zero-padded there when the batch
