@@ -123,12 +123,11 @@ def place(out: torch.Tensor, wav: torch.Tensor, streams: list[Stream], k: int) -
     overlap = max(0, streams[k - 1].keep_to - st.keep_from) if k else 0
     if overlap:
         # equal-power fade: the overlapping streams are independent draws given the same codes
-        t = (torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap
-        mix = out.new_zeros(out.shape[0], overlap)
-        n = min(overlap, total - st.keep_from)
-        mix[:, :n] = out[:, st.keep_from : st.keep_from + n]  # stream k-1's tail, as far as it was written
-        mix = mix * torch.cos(0.5 * math.pi * t) + seg[:, :overlap] * torch.sin(0.5 * math.pi * t)
-        out[:, st.keep_from : st.keep_from + n] = mix[:, :n].clamp(-1.0, 1.0)  # gains sum to up to √2
+        n = min(overlap, total - st.keep_from)  # the fade's shape is the whole overlap's; `total` may cut it
+        t = ((torch.arange(overlap, dtype=torch.float32) + 0.5) / overlap)[:n]
+        a, b = st.keep_from, st.keep_from + n
+        mix = out[:, a:b] * torch.cos(0.5 * math.pi * t) + seg[:, :n] * torch.sin(0.5 * math.pi * t)
+        out[:, a:b] = mix.clamp(-1.0, 1.0)  # the gains sum to up to √2
     n = max(0, min(st.keep_to, total) - st.keep_from - overlap)
     out[:, st.keep_from + overlap : st.keep_from + overlap + n] = seg[:, overlap : overlap + n]
 
@@ -153,7 +152,7 @@ def generate(run, z_q: torch.Tensor, speaker: torch.Tensor | None, streams: list
     B, n = z_q.shape[0], len(streams)
     g = torch.Generator().manual_seed(int(seed))
     if n == 1:  # not segmented: the plain decode, its draws are torch.rand(1, total, 2)
-        u = draws(streams, g)[:1, :total].expand(B, -1, -1).contiguous().to(z_q.device)
+        u = draws(streams, g).expand(B, -1, -1).contiguous().to(z_q.device)  # (B, total, 2)
         return run(z_q, speaker, u, total, progress).float().cpu()
     out = torch.zeros(B, total, dtype=torch.float32)
     if B == 0:

@@ -149,8 +149,13 @@ def _check_decoding_args(model, args) -> None:
         model.speaker_index(args.speaker)  # unknown: one line listing the known speakers
     if not args.temperature >= 0:
         raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
-    if not args.segment_seconds >= 0:
-        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
+    check_segment_seconds(args)
+
+
+def check_segment_seconds(args: argparse.Namespace) -> None:
+    if not 0 <= args.segment_seconds < float("inf"):
+        raise CLIError(f"--segment-seconds must be >= 0 and finite (0: one stream per utterance), "
+                       f"got {args.segment_seconds}")
 
 
 # ------------------------------------------------------------------ encode

@@ -56,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seconds-per-utterance must be >= 0")
     if args.resynth_judge < 0:
         raise CLIError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
-    if not args.segment_seconds >= 0:
-        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
+    from .codec import check_segment_seconds
+
+    check_segment_seconds(args)
     torch.manual_seed(args.seed)
     # Evaluation runs many small ops (sample-by-sample generation, short convolutions):
     # extra intra-op threads only add synchronisation, and the fast backend spreads streams itself.

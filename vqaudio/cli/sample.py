@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.temperature < 0:
         raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
-    if not args.segment_seconds >= 0:
-        raise CLIError(f"--segment-seconds must be >= 0 (0: one stream per utterance), got {args.segment_seconds}")
+    from .codec import check_segment_seconds
+
+    check_segment_seconds(args)
     outputs = output_paths(args.output, args.n)  # a bad file name fails now, not after sampling
 
     import torch
