@@ -11,6 +11,7 @@ import yaml
 
 from vqaudio.study import (
     COLUMNS,
+    EvalSettings,
     Study,
     StudyError,
     Variant,
@@ -82,11 +83,11 @@ def test_select_variants_keeps_the_order_and_rejects_unknown_names(tmp_path):
     assert load_variant(tmp_path / "b_two.yaml").overrides == ("model.dither=0.0",)
 
 
-def _study(tmp_path, minutes=5.0, smoke=False) -> Study:
+def _study(tmp_path, minutes=5.0, smoke=False, settings=None) -> Study:
     data = tmp_path / "corpus"
     data.mkdir(exist_ok=True)
     (data / "manifest.jsonl").write_text("")
-    return Study(BASE, data, tmp_path / "out", minutes=minutes, smoke=smoke, python="PY")
+    return Study(BASE, data, tmp_path / "out", minutes=minutes, smoke=smoke, python="PY", settings=settings)
 
 
 def test_command_puts_smoke_then_variant_then_study_keys(tmp_path):
@@ -129,7 +130,9 @@ def _result(stoi: float) -> dict:
             "nll": {"nll_true": 2.5, "nll_shuffled_codes": 3.5, "nll_wrong_speaker": 3.0},
             "content": {"agreement_resynth": 0.31},
             "conversion": {"conversion_judged_target": 0.75, "resynth_judged_source": 1.0,
-                           "judge": {"heldout_accuracy": 0.95, "chance": 0.025}},
+                           "judge": {"heldout_accuracy": 0.95, "chance": 0.025},
+                           "resynth_judge": {"available": True, "conversion_judged_target": 0.5,
+                                             "conversion_judged_source": 0.125, "resynth_judged_source": 0.875}},
             "anchors": {"mismatched_utterance": {"stoi": 0.18, "log_mel": 2.0}}, "data": {"utterances": 8}}
 
 
@@ -154,9 +157,17 @@ def test_write_results_markdown_and_json_agree(tmp_path):
     base = next(line for line in text.splitlines() if line.startswith("| `base` | 512"))
     cells = [c.strip() for c in base.strip("|").split("|")]
     assert cells[1:6] == ["512 @ 250/s = 2250 bit/s", "21000", "1234", "–", "2.500"]
-    assert cells[8:] == ["0.712", "1.250", "0.000", "211.5", "300/512", "31 %", "75 %", "100 %"]
+    assert cells[8:] == ["0.712", "1.250", "0.000", "211.5", "300/512", "31 %", "75 %", "100 %", "50 %", "88 %"]
+    assert doc["variants"][0]["eval"]["rj_conversion_judged_source"] == 0.125
     assert "2×2048 @ 100/s = 2200 bit/s" in text and "| `bad` | failed (training) |" in text
     assert "boom" in text and "`model.quantizer.n_q=2`" in text
+
+
+def test_eval_key_keeps_keys_of_settings_added_later_at_their_off_value(tmp_path):
+    st = {"trained_at": 1.0}
+    key = _study(tmp_path, settings=EvalSettings(resynth_judge=0)).eval_key(st)["settings"]
+    assert "resynth_judge" not in key and "segment_seconds" not in key  # as written before the fields existed
+    assert _study(tmp_path).eval_key(st)["settings"]["resynth_judge"] == 5  # the default re-evaluates old variants
 
 
 def test_git_revision_marks_a_dirty_tree(tmp_path):
@@ -214,3 +225,29 @@ def test_every_recipe_config_loads(path):
         assert prior_config(raw).d_model > 0
     else:
         assert tcfg.crop % model_config(raw, []).hop_length == 0
+
+
+def test_study_evaluates_a_trained_variant_with_both_judges(tmp_path):
+    """Study.evaluate on a real (tiny, untrained) model and corpus: the row carries both judges' verdicts."""
+    pytest.importorskip("sklearn")
+    import torch
+
+    import vqaudio
+
+    from test_evaluate import make_corpus
+
+    data = make_corpus(tmp_path / "corpus")
+    study = Study(BASE, data, tmp_path / "out", minutes=5.0, smoke=True, python="PY",
+                  settings=EvalSettings(utterances=2, seconds=0.5, stats_utterances=2, judge_per_speaker=3,
+                                        resynth_judge=2))
+    study.log = lambda *_: None
+    v = Variant("base")
+    torch.manual_seed(0)
+    vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny()).save(study.dir(v) / "run" / "model")
+    st = {"identity": study.identity(v), "train_status": "done", "minutes": 5.0, "trained_at": 1.0}
+    study.save_state(v, st)
+    study.evaluate(v, st)
+    assert study.evaluated(v, study.state(v)), study.state(v).get("error")
+    e = study.row(v)["eval"]
+    assert e["rj_resynth_judged_source"] is not None and e["rj_conversion_judged_target"] is not None
+    assert study.state(v)["eval_for"]["settings"]["resynth_judge"] == 2

@@ -54,6 +54,8 @@ def parser(variants_dir: Path, base: Path) -> argparse.ArgumentParser:
                    help="held-out utterances to evaluate on (default: test)")
     p.add_argument("--eval-utterances", type=int, help="utterances generated per variant (default: 8; smoke: 2)")
     p.add_argument("--eval-seconds", type=float, help="seconds per generated utterance (default: 3; smoke: 1)")
+    p.add_argument("--resynth-judge", type=int, metavar="N", help="fit the second speaker judge on N resyntheses of "
+                   "train crops per speaker of each variant (default: 5, about 3 minutes per variant; smoke: 1; 0: off)")
     p.add_argument("--list", action="store_true", help="check and list the variants, then exit")
     p.add_argument("--dry-run", action="store_true", help="print the training commands, then exit")
     return p
@@ -85,7 +87,8 @@ def _main(args: argparse.Namespace) -> int:
     d = SMOKE_EVAL if args.smoke else EvalSettings()
     settings = EvalSettings(split=args.split, utterances=args.eval_utterances or d.utterances,
                             seconds=args.eval_seconds or d.seconds, stats_utterances=d.stats_utterances,
-                            judge_per_speaker=d.judge_per_speaker)
+                            judge_per_speaker=d.judge_per_speaker,
+                            resynth_judge=d.resynth_judge if args.resynth_judge is None else args.resynth_judge)
     study = Study(args.base, data, args.out or ("runs/ablations-smoke" if args.smoke else "runs/ablations"),
                   minutes=args.minutes or (0.25 if args.smoke else 60.0), max_steps=args.max_steps,
                   smoke=args.smoke, settings=settings, jobs=args.jobs)

@@ -43,9 +43,13 @@ class EvalSettings:
     # one stream per utterance: the study compares models, not decoding shortcuts, and every
     # earlier study result was made so (segmented decoding came later; vqaudio/segmented.py)
     segment_seconds: float = 0.0
+    # a second speaker judge fit on each model's own resyntheses of N train crops per speaker:
+    # the judge fit on recordings hears no generated audio as anyone's until the decoder is far
+    # along, so conversion would read 0 % for every variant (docs/evaluate.md); 0 = off
+    resynth_judge: int = 5
 
 
-SMOKE_EVAL = EvalSettings(utterances=2, seconds=1.0, stats_utterances=4, judge_per_speaker=4)
+SMOKE_EVAL = EvalSettings(utterances=2, seconds=1.0, stats_utterances=4, judge_per_speaker=4, resynth_judge=1)
 
 
 def git_revision(path: str | Path) -> str | None:
@@ -170,8 +174,9 @@ class Study:
 
     def eval_key(self, st: dict) -> dict:
         settings = asdict(self.settings)
-        if not settings["segment_seconds"]:  # keys written before the field existed stay valid
-            del settings["segment_seconds"]
+        for field in ("segment_seconds", "resynth_judge"):  # keys written before these fields existed stay valid
+            if not settings[field]:
+                del settings[field]
         return {"settings": settings, "trained_at": st.get("trained_at")}
 
     # ------------------------------------------------------------ training
@@ -235,7 +240,8 @@ class Study:
         from ..hub import load_model
 
         s = self.settings
-        self.log(f"[{v.name}] evaluating on split {s.split}: {s.utterances} utterances x {s.seconds:g} s")
+        self.log(f"[{v.name}] evaluating on split {s.split}: {s.utterances} utterances x {s.seconds:g} s"
+                 + (f", resynthesis judge on {s.resynth_judge} crops per speaker" if s.resynth_judge else ""))
         torch.set_num_threads(1)  # as `vqaudio evaluate`: generation spreads streams itself
         torch.manual_seed(s.seed)
         try:
@@ -243,7 +249,8 @@ class Study:
             evaluate(model, self.data, split=s.split, max_utterances=s.utterances, seconds=s.seconds,
                      report_dir=self.dir(v) / "eval", seed=s.seed, backend=s.backend,
                      stats_utterances=s.stats_utterances, judge_per_speaker=s.judge_per_speaker,
-                     nll_seconds=s.nll_seconds, progress=False, segment_seconds=s.segment_seconds)
+                     nll_seconds=s.nll_seconds, progress=False, segment_seconds=s.segment_seconds,
+                     resynth_judge_per_speaker=s.resynth_judge)
             st.update(eval_status="done", eval_for=self.eval_key(st), error=None)
         except Exception as e:  # noqa: BLE001 (one broken variant must not stop the study)
             st.update(eval_status="failed", eval_for=None, error=f"evaluation failed: {type(e).__name__}: {e}")

@@ -72,6 +72,11 @@ COLUMNS: list[tuple[str, str, Callable[[dict], str]]] = [
      lambda r: pct((r.get("eval") or {}).get("conversion_judged_target"))),
     ("resynth → source", "plain resyntheses the judge attributes to the source speaker",
      lambda r: pct((r.get("eval") or {}).get("resynth_judged_source"))),
+    ("conv → target (rj)", "the same verdict by the judge fit on the model's own resyntheses (--resynth-judge): "
+     "hears conversion long before the judge fit on recordings hears anything",
+     lambda r: pct((r.get("eval") or {}).get("rj_conversion_judged_target"))),
+    ("resynth → source (rj)", "plain resyntheses that judge attributes to the source speaker",
+     lambda r: pct((r.get("eval") or {}).get("rj_resynth_judged_source"))),
 ]
 
 
@@ -90,6 +95,7 @@ def eval_summary(r: dict) -> dict:
     """The numbers of an evaluate() result the table shows (plus a few for the JSON)."""
     cb = (r.get("codebooks") or [{}])[0]
     rec, conv, nll = r.get("reconstruction") or {}, r.get("conversion") or {}, r.get("nll") or {}
+    rj = conv.get("resynth_judge") or {}
     return {
         "nll_true": nll.get("nll_true"), "nll_shuffled_codes": nll.get("nll_shuffled_codes"),
         "nll_wrong_speaker": nll.get("nll_wrong_speaker"),
@@ -102,6 +108,9 @@ def eval_summary(r: dict) -> dict:
         "conversion_judged_target": conv.get("conversion_judged_target"),
         "conversion_judged_source": conv.get("conversion_judged_source"),
         "resynth_judged_source": conv.get("resynth_judged_source"),
+        "rj_conversion_judged_target": rj.get("conversion_judged_target"),
+        "rj_conversion_judged_source": rj.get("conversion_judged_source"),
+        "rj_resynth_judged_source": rj.get("resynth_judged_source"),
         "judge_heldout_accuracy": (conv.get("judge") or {}).get("heldout_accuracy"),
         "judge_chance": (conv.get("judge") or {}).get("chance"),
         "anchor": ((r.get("anchors") or {}).get("mismatched_utterance")),
@@ -135,7 +144,9 @@ def render_markdown(study: dict, rows: list[dict]) -> str:
         f"by this study process" + (f", {s['threads']} torch thread(s) each." if s.get("threads") else "."),
         f"- Data `{s.get('data', '')}` ({s.get('corpus', '')}). Every variant is evaluated on the same "
         f"held-out utterances: split `{ev.get('split')}`, {ev.get('utterances')} utterances × "
-        f"{ev.get('seconds')} s, seed {ev.get('seed')}, {ev.get('stats_utterances')} utterances for code statistics.",
+        f"{ev.get('seconds')} s, seed {ev.get('seed')}, {ev.get('stats_utterances')} utterances for code statistics"
+        + (f"; the (rj) columns' judge is fit on each variant's resyntheses of {ev['resynth_judge']} train crops "
+           "per speaker." if ev.get("resynth_judge") else "."),
     ]
     ref = next((r["eval"] for r in rows if r.get("eval")), None)
     if ref is not None:
