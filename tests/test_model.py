@@ -234,3 +234,43 @@ def test_batch_decode_rows_equal_single_decodes():
     assert torch.equal(batch[1], model.decode(codes[1], speaker="s1", seed=7, backend="torch"))
     with pytest.raises(ValueError, match="2 speakers for a batch of 1"):
         model.decode(codes[:1], speaker=["s0", "s1"])
+
+
+def test_preemphasis_round_trips_and_decode_undoes_it(tmp_path):
+    from vqaudio.audio import deemphasize
+    from vqaudio.models.wavenet import preemphasize
+
+    x = 0.4 * torch.sin(torch.arange(4000) / 7.0) * torch.linspace(0, 1, 4000)  # within range: no clamp
+    y = preemphasize(x, 0.85)
+    assert torch.allclose(y[1:], x[1:] - 0.85 * x[:-1]) and y[0] == x[0]
+    assert torch.allclose(deemphasize(y, 0.85), x, atol=1e-6)
+    assert preemphasize(x, 0.0) is x and deemphasize(x, 0.0) is x
+    assert deemphasize(torch.ones(2, 200), 0.85).max() == 1.0  # DC gain 1/(1-a) is clamped
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(VQVAEConfig.tiny(), decoder=dataclasses.replace(VQVAEConfig.tiny().decoder,
+                                                                              preemphasis=0.85))
+    model = vqaudio.VQVAE(cfg).eval()
+    codes = torch.randint(0, 16, (1, 6))
+    wav = model.decode(codes, speaker="s1", seed=3, backend="torch", segment_seconds=0)  # (T,)
+    z = model.quantizer.dequantize(codes[None])
+    T = wav.shape[-1]
+    u = torch.rand(1, T, 2, generator=torch.Generator().manual_seed(0))
+    emph = model.decoder.generate(z, torch.tensor([1]), u)  # the decoder's own (emphasised) domain
+    # teacher forcing on the de-emphasised audio sees the emphasised samples again: forward
+    # and loss pre-emphasise, decode de-emphasises, and the two agree
+    # (an untrained decoder's samples drift out of [-1, 1] once de-emphasised, so unclamped here)
+    from scipy.signal import lfilter
+
+    audio = torch.from_numpy(lfilter([1.0], [1.0, -0.85], emph.double().numpy())).float()
+    logits = model.decoder(audio[:, None], z, torch.tensor([1]))  # (1, C, T)
+    again = torch.stack([sample_from_logits(logits[:, :, t], u[:, t], cfg.decoder, 1.0) for t in range(T)], 1)
+    assert torch.equal(again, emph)
+    assert torch.equal(model.decode(codes, speaker="s1", seed=3, backend="fast", segment_seconds=0), wav)
+    model.save(tmp_path / "m")
+    assert vqaudio.load_model(tmp_path / "m").config.decoder.preemphasis == 0.85
+    # training: the loss is of the emphasised target and reaches the encoder
+    model.train()
+    out = model(torch.rand(2, 1, 4 * model.hop_length) - 0.5, torch.tensor([0, 1]))
+    out.loss.backward()
+    assert model.encoder.parameters().__next__().grad is not None

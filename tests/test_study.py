@@ -231,10 +231,9 @@ def test_study_evaluates_a_trained_variant_with_both_judges(tmp_path):
     """Study.evaluate on a real (tiny, untrained) model and corpus: the row carries both judges' verdicts."""
     pytest.importorskip("sklearn")
     import torch
+    from test_evaluate import make_corpus
 
     import vqaudio
-
-    from test_evaluate import make_corpus
 
     data = make_corpus(tmp_path / "corpus")
     study = Study(BASE, data, tmp_path / "out", minutes=5.0, smoke=True, python="PY",

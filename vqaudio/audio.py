@@ -243,3 +243,21 @@ def mu_law_grid(c: torch.Tensor, classes: int = 256) -> torch.Tensor:
 def mu_law_decode(c: torch.Tensor, classes: int = 256) -> torch.Tensor:
     """Class indices -> waveform; mu_law_encode(mu_law_decode(c)) == c exactly."""
     return mu_law_expand(mu_law_grid(c, classes), classes - 1)
+
+
+# ------------------------------------------------------------------ pre-emphasis
+
+
+def deemphasize(y: torch.Tensor, a: float) -> torch.Tensor:
+    """Undo pre-emphasis along the last axis: x[t] = y[t] + a·x[t-1] (x[-1] = 0), clamped to [-1, 1].
+
+    The inverse of `models.wavenet.preemphasize` (up to its clamp); a = 0 returns y.
+    The clamp matters: the filter's gain at DC is 1 / (1 - a), so an offset the
+    decoder generated would otherwise leave the valid range.
+    """
+    if not a or y.shape[-1] == 0:
+        return y
+    from scipy.signal import lfilter
+
+    x = lfilter([1.0], [1.0, -a], y.detach().cpu().double().numpy(), axis=-1)
+    return torch.from_numpy(x).to(dtype=y.dtype, device=y.device).clamp(-1.0, 1.0)

@@ -88,6 +88,10 @@ class WaveNetConfig:
     cond_layers: int = 2
     speaker_dim: int = 64
     jitter: float = 0.0  # time-jitter probability of latents during training (Chorowski 2019)
+    # Pre-emphasis coefficient a (0 = off): the decoder models y[t] = x[t] - a·x[t-1] and
+    # decode() undoes it (x[t] = y[t] + a·x[t-1]), which shapes the sampling and μ-law noise
+    # like the speech spectrum (less hiss in the weak high band, as in LPCNet / FFTNet).
+    preemphasis: float = 0.0
 
     @property
     def n_layers(self) -> int:

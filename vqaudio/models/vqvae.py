@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .. import segmented
+from ..audio import deemphasize
 from ..config import VQVAEConfig
 from ..errors import UnknownSpeakerError
 from ..segmented import DEFAULT_SEGMENT_SECONDS
@@ -204,6 +205,9 @@ class VQVAE(nn.Module):
             wav = segmented.generate(run, z_q, spk, streams, seed, T, progress)  # (B, T)
         finally:
             self.train(was_training)
+        # streams are joined in the decoder's (pre-emphasised) domain, then each whole row is
+        # de-emphasised, so the filter never restarts at a segment boundary
+        wav = deemphasize(wav, self.config.decoder.preemphasis)
         return wav[0] if single else wav
 
     def save(self, path) -> None:

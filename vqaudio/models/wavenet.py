@@ -35,6 +35,16 @@ def input_feature(wav: torch.Tensor, cfg: WaveNetConfig) -> torch.Tensor:
     return mu_law_compress(wav, q - 1)
 
 
+def preemphasize(wav: torch.Tensor, a: float) -> torch.Tensor:
+    """wav (..., T) -> y[t] = x[t] - a·x[t-1] (x[-1] = 0), clamped to [-1, 1]; a = 0 returns wav.
+
+    Causal, so the emphasis of a prefix is the prefix of the emphasis.
+    """
+    if not a:
+        return wav
+    return (wav - a * F.pad(wav, (1, 0))[..., :-1]).clamp(-1.0, 1.0)
+
+
 def sample_from_logits(logits: torch.Tensor, u: torch.Tensor, cfg: WaveNetConfig, temperature: float) -> torch.Tensor:
     """logits (B, C), uniforms u (B, 2) -> waveform samples (B,) in [-1, 1].
 
@@ -178,7 +188,7 @@ class WaveNet(nn.Module):
     def forward(self, wav: torch.Tensor, z_q: torch.Tensor, speaker: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits. wav (B, 1, T) target waveform, z_q (B, D, T/hop) -> (B, C_out, T)."""
         B, _, T = wav.shape
-        x = input_feature(wav, self.cfg)
+        x = input_feature(preemphasize(wav, self.cfg.preemphasis), self.cfg)
         x = F.pad(x, (1, 0))[..., :T]  # input at t is sample t-1; 0 at t=0
         cond = self.condnet(self.jitter(z_q))  # (B, Cc, F) or (B, Cc, T)
         spk = self.speaker_vector(speaker, B)
@@ -201,7 +211,8 @@ class WaveNet(nn.Module):
         return self.head2(F.relu(self.head1(F.relu(skips))))
 
     def loss(self, logits: torch.Tensor, wav: torch.Tensor) -> torch.Tensor:
-        """Mean NLL in nats per sample. logits (B, C, T), wav (B, 1, T)."""
+        """Mean NLL in nats per sample. logits (B, C, T), wav (B, 1, T) (pre-emphasised here, as in forward)."""
+        wav = preemphasize(wav, self.cfg.preemphasis)
         if self.cfg.output == "mulaw":
             target = mu_law_encode(wav.squeeze(1), self.cfg.quantization_channels)  # (B, T)
             return F.cross_entropy(logits, target)
@@ -221,7 +232,8 @@ class WaveNet(nn.Module):
     ) -> torch.Tensor:
         """Cached sample-by-sample generation, O(layers) per sample.
 
-        z_q (B, D, F), uniforms (B, T, 2) with T = length or F·hop -> waveform (B, T).
+        z_q (B, D, F), uniforms (B, T, 2) with T = length or F·hop -> waveform (B, T),
+        pre-emphasised if cfg.preemphasis (VQVAE.decode undoes it after joining segments).
         Each layer keeps a ring buffer of its last (k-1)·d inputs.
         """
         B, _, Fr = z_q.shape
