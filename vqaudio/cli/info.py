@@ -23,7 +23,8 @@ def model_facts(model) -> list[tuple[str, str]]:
         ("codebook size (K)", f"{cfg.quantizer.codebook_size} ({cfg.quantizer.bits_per_code} bits/code)"),
         ("bitrate", f"{cfg.bitrate:g} bit/s"),
         ("decoder", f"WaveNet {cfg.decoder.stacks}x{cfg.decoder.layers_per_stack}, "
-                    f"receptive field {cfg.decoder.receptive_field} samples, output {cfg.decoder.output}"),
+                    f"receptive field {cfg.decoder.receptive_field} samples, output {cfg.decoder.output}"
+                    + (f", pre-emphasis {cfg.decoder.preemphasis:g}" if cfg.decoder.preemphasis else "")),
         ("parameters", f"{n_params:,} (VQ-VAE)"),
         ("prior", f"yes ({n_prior:,} parameters)" if model.prior is not None else "no"),
         ("speakers", str(len(cfg.speakers))),
