@@ -68,7 +68,9 @@ def naive_generate(net: WaveNet, z, spk, uniforms, T: int) -> torch.Tensor:
     """Recompute the teacher-forced forward over the receptive field for every sample.
 
     A timing baseline: the window's conditioning is recomputed from its own
-    frames, so near window edges it is not exactly the reference's.
+    frames, so near window edges it is not exactly the reference's. With a
+    pre-emphasis decoder its samples are not the reference's either (forward
+    emphasises the already-emphasised samples it is fed); the cost is the same.
     """
     hop, rf = net.hop, net.receptive_field
     out = torch.zeros(z.shape[0], 1, z.shape[-1] * hop)

@@ -246,6 +246,9 @@ def test_preemphasis_round_trips_and_decode_undoes_it(tmp_path):
     assert torch.allclose(deemphasize(y, 0.85), x, atol=1e-6)
     assert preemphasize(x, 0.0) is x and deemphasize(x, 0.0) is x
     assert deemphasize(torch.ones(2, 200), 0.85).max() == 1.0  # DC gain 1/(1-a) is clamped
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="preemphasis must be in"):
+            vqaudio.VQVAE(tiny(preemphasis=bad))
 
     torch.manual_seed(0)
     cfg = dataclasses.replace(VQVAEConfig.tiny(), decoder=dataclasses.replace(VQVAEConfig.tiny().decoder,

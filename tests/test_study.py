@@ -159,6 +159,10 @@ def test_write_results_markdown_and_json_agree(tmp_path):
     assert cells[1:6] == ["512 @ 250/s = 2250 bit/s", "21000", "1234", "–", "2.500"]
     assert cells[8:] == ["0.712", "1.250", "0.000", "211.5", "300/512", "31 %", "75 %", "100 %", "50 %", "88 %"]
     assert doc["variants"][0]["eval"]["rj_conversion_judged_source"] == 0.125
+    assert "†" not in text  # NLL cells are marked only for a pre-emphasis decoder
+    rows[1]["tokens"]["preemphasis"] = 0.85
+    _, md = write_results(tmp_path, study, rows)
+    assert "| 2.500 † | 3.500 † | 3.000 † |" in md.read_text() and "not comparable" in md.read_text()
     assert "2×2048 @ 100/s = 2200 bit/s" in text and "| `bad` | failed (training) |" in text
     assert "boom" in text and "`model.quantizer.n_q=2`" in text
 
@@ -250,3 +254,15 @@ def test_study_evaluates_a_trained_variant_with_both_judges(tmp_path):
     e = study.row(v)["eval"]
     assert e["rj_resynth_judged_source"] is not None and e["rj_conversion_judged_target"] is not None
     assert study.state(v)["eval_for"]["settings"]["resynth_judge"] == 2
+
+
+def test_negative_resynth_judge_is_refused(tmp_path, capsys):
+    from vqaudio.study import main
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    (data / "manifest.jsonl").write_text("")
+    argv = ["--data", str(data), "--out", str(tmp_path / "o"), "--resynth-judge", "-1", "--variants", "base"]
+    assert main(argv, variants_dir=BASE.parent / "ablations", base=BASE) == 2
+    assert "--resynth-judge must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -151,6 +151,8 @@ class WaveNet(nn.Module):
         super().__init__()
         if cfg.gate_channels % 2:
             raise ValueError("gate_channels must be even (tanh and sigmoid halves)")
+        if not 0.0 <= cfg.preemphasis < 1.0:  # a >= 1 makes de-emphasis an integrator; NaN fails here too
+            raise ValueError(f"decoder.preemphasis must be in [0, 1), got {cfg.preemphasis}")
         self.cfg, self.hop = cfg, hop
         self.condnet = ConditionNet(cfg, latent_dim, hop)
         self.speaker_embedding = nn.Embedding(n_speakers, cfg.speaker_dim) if n_speakers else None

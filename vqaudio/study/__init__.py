@@ -84,6 +84,8 @@ def _main(args: argparse.Namespace) -> int:
     data = args.data or resolve(args.base, Variant("base"))[1].data
     if not data:
         raise StudyError("no corpus: pass --data DIR (a prepared corpus)")
+    if args.resynth_judge is not None and args.resynth_judge < 0:
+        raise StudyError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
     d = SMOKE_EVAL if args.smoke else EvalSettings()
     settings = EvalSettings(split=args.split, utterances=args.eval_utterances or d.utterances,
                             seconds=args.eval_seconds or d.seconds, stats_utterances=d.stats_utterances,

@@ -264,7 +264,8 @@ class Study:
         st = self.state(v)
         mcfg, _ = resolve(self.base, v, self.smoke)
         tokens = {"hop": mcfg.hop_length, "K": mcfg.quantizer.codebook_size, "n_q": mcfg.quantizer.n_q,
-                  "frame_rate": mcfg.frame_rate, "bits_per_second": mcfg.bitrate}
+                  "frame_rate": mcfg.frame_rate, "bits_per_second": mcfg.bitrate,
+                  "preemphasis": mcfg.decoder.preemphasis}
         training = training_summary(self.dir(v) / "run") or None
         if training is not None:
             training.update(wall_minutes=st.get("train_wall_seconds", 0) / 60, budget_minutes=st.get("minutes"),

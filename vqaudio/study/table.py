@@ -38,6 +38,12 @@ def _tokens(row: dict) -> str:
     return f"{k} @ {t['frame_rate']:g}/s = {t['bits_per_second']:g} bit/s"
 
 
+def _nll(row: dict, key: str) -> str:
+    """An NLL cell; marked † when the decoder models the pre-emphasised signal (another scale)."""
+    cell = fmt((row.get("eval") or {}).get(key))
+    return cell + " †" if (row.get("tokens") or {}).get("preemphasis") and cell != "–" else cell
+
+
 def _codes_used(row: dict) -> str:
     e = row.get("eval") or {}
     return "–" if e.get("codes_used") is None else f"{e['codes_used']}/{e['K']}"
@@ -53,11 +59,11 @@ COLUMNS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("load", "1-minute load average of the machine when training (last) started: read samples/s against it",
      lambda r: fmt(((r.get("training") or {}).get("load_average_at_start") or [None])[0], 1)),
     ("NLL true", "held-out teacher-forced decoder NLL, nats/sample, true codes and speaker",
-     lambda r: fmt((r.get("eval") or {}).get("nll_true"))),
+     lambda r: _nll(r, "nll_true")),
     ("NLL shuffled", "the same with the codes shuffled in time (higher = the decoder uses the codes)",
-     lambda r: fmt((r.get("eval") or {}).get("nll_shuffled_codes"))),
+     lambda r: _nll(r, "nll_shuffled_codes")),
     ("NLL wrong spk", "the same with a wrong speaker (higher = the decoder uses the speaker)",
-     lambda r: fmt((r.get("eval") or {}).get("nll_wrong_speaker"))),
+     lambda r: _nll(r, "nll_wrong_speaker")),
     ("STOI", "resynthesis vs original (1 = identical)", lambda r: fmt((r.get("eval") or {}).get("stoi"))),
     ("log-mel", "log-mel L1 distance, resynthesis vs original (lower is better)",
      lambda r: fmt((r.get("eval") or {}).get("log_mel"))),
@@ -160,6 +166,9 @@ def render_markdown(study: dict, rows: list[dict]) -> str:
                              [[f"`{r['variant']}`", r["group"], "<br>".join(f"`{o}`" for o in r["overrides"]) or "–",
                                r["about"]] for r in rows]), ""]
     lines += ["## Columns", ""] + [f"- **{h}**: {what}." for h, what, _ in COLUMNS]
+    if any((r.get("tokens") or {}).get("preemphasis") for r in rows):
+        lines.append("- **†**: the decoder models the pre-emphasised signal, so its NLL is of another signal "
+                     "(μ-law classes of x[t] − a·x[t−1]) and not comparable with the other rows'.")
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Failures", ""] + [f"- `{r['variant']}`: {r['error']}" for r in failed]
