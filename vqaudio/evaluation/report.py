@@ -64,7 +64,8 @@ def headline_rows(r: dict) -> list[tuple[str, str]]:
         ("stuck fraction: resynthesis / conversion ↓",
          f"{_pct(rec['stuck_fraction'])} / {_pct(rec.get('stuck_fraction_conversion'))} "
          f"({rec.get('stuck_utterances', 0)} resyntheses > 20 %)"),
-        ("NLL true / shuffled codes / wrong speaker (nats/sample)",
+        ("NLL true / shuffled codes / wrong speaker (nats/sample)"
+         + (" of the pre-emphasised signal" if (r.get("model") or {}).get("preemphasis") else ""),
          f"{_fmt(nll['nll_true'])} / {_fmt(nll['nll_shuffled_codes'])} / {_fmt(nll['nll_wrong_speaker'])}"),
         ("code agreement: resynthesis / conversion ↑",
          f"{_pct(content['agreement_resynth'])} / {_pct(content['agreement_conversion'])}"),

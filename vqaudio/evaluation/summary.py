@@ -79,4 +79,5 @@ def model_info(model) -> dict:
     return {"path": str(getattr(model, "source_path", "") or ""), "fingerprint": fingerprint(model),
             "sample_rate": cfg.sample_rate, "hop_length": cfg.hop_length, "codebook_size": cfg.quantizer.codebook_size,
             "n_q": cfg.quantizer.n_q, "speakers": len(cfg.speakers), "prior": model.prior is not None,
+            "preemphasis": cfg.decoder.preemphasis,
             "parameters": sum(p.numel() for p in model.parameters())}
