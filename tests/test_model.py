@@ -237,8 +237,7 @@ def test_batch_decode_rows_equal_single_decodes():
 
 
 def test_preemphasis_round_trips_and_decode_undoes_it(tmp_path):
-    from vqaudio.audio import deemphasize
-    from vqaudio.models.wavenet import preemphasize
+    from vqaudio.audio import deemphasize, preemphasize
 
     x = 0.4 * torch.sin(torch.arange(4000) / 7.0) * torch.linspace(0, 1, 4000)  # within range: no clamp
     y = preemphasize(x, 0.85)
@@ -279,4 +278,4 @@ def test_preemphasis_round_trips_and_decode_undoes_it(tmp_path):
     model.train()
     out = model(torch.rand(2, 1, 4 * model.hop_length) - 0.5, torch.tensor([0, 1]))
     out.loss.backward()
-    assert model.encoder.parameters().__next__().grad is not None
+    assert next(model.encoder.parameters()).grad is not None

@@ -248,10 +248,20 @@ def mu_law_decode(c: torch.Tensor, classes: int = 256) -> torch.Tensor:
 # ------------------------------------------------------------------ pre-emphasis
 
 
+def preemphasize(wav: torch.Tensor, a: float) -> torch.Tensor:
+    """wav (..., T) -> y[t] = x[t] - a·x[t-1] (x[-1] = 0), clamped to [-1, 1]; a = 0 returns wav.
+
+    Causal, so the emphasis of a prefix is the prefix of the emphasis.
+    """
+    if not a:
+        return wav
+    return (wav - a * torch.nn.functional.pad(wav, (1, 0))[..., :-1]).clamp(-1.0, 1.0)
+
+
 def deemphasize(y: torch.Tensor, a: float) -> torch.Tensor:
     """Undo pre-emphasis along the last axis: x[t] = y[t] + a·x[t-1] (x[-1] = 0), clamped to [-1, 1].
 
-    The inverse of `models.wavenet.preemphasize` (up to its clamp); a = 0 returns y.
+    The inverse of `preemphasize` (up to its clamp); a = 0 returns y.
     The clamp matters: the filter's gain at DC is 1 / (1 - a), so an offset the
     decoder generated would otherwise leave the valid range.
     """

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio import mu_law_compress, mu_law_decode, mu_law_encode, mu_law_grid
+from ..audio import mu_law_compress, mu_law_decode, mu_law_encode, mu_law_grid, preemphasize
 from ..config import WaveNetConfig
 
 
@@ -33,16 +33,6 @@ def input_feature(wav: torch.Tensor, cfg: WaveNetConfig) -> torch.Tensor:
     if cfg.output == "mulaw":
         return mu_law_grid(mu_law_encode(wav, q), q).to(wav.dtype)
     return mu_law_compress(wav, q - 1)
-
-
-def preemphasize(wav: torch.Tensor, a: float) -> torch.Tensor:
-    """wav (..., T) -> y[t] = x[t] - a·x[t-1] (x[-1] = 0), clamped to [-1, 1]; a = 0 returns wav.
-
-    Causal, so the emphasis of a prefix is the prefix of the emphasis.
-    """
-    if not a:
-        return wav
-    return (wav - a * F.pad(wav, (1, 0))[..., :-1]).clamp(-1.0, 1.0)
 
 
 def sample_from_logits(logits: torch.Tensor, u: torch.Tensor, cfg: WaveNetConfig, temperature: float) -> torch.Tensor:

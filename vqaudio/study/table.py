@@ -168,7 +168,7 @@ def render_markdown(study: dict, rows: list[dict]) -> str:
     lines += ["## Columns", ""] + [f"- **{h}**: {what}." for h, what, _ in COLUMNS]
     if any((r.get("tokens") or {}).get("preemphasis") for r in rows):
         lines.append("- **†**: the decoder models the pre-emphasised signal, so its NLL is of another signal "
-                     "(μ-law classes of x[t] − a·x[t−1]) and not comparable with the other rows'.")
+                     "(μ-law classes of x[t] − a·x[t−1]), not comparable with rows of another pre-emphasis.")
     failed = [r for r in rows if r.get("error")]
     if failed:
         lines += ["", "## Failures", ""] + [f"- `{r['variant']}`: {r['error']}" for r in failed]
