@@ -139,7 +139,7 @@ def _write_report(out: Path, rep: dict, counts) -> None:
     safe_write(out / "counts.npy", save)
     mpl = optional("matplotlib")
     if mpl is None:
-        print("note: plot skipped: matplotlib is not installed (pip install 'vqaudio[eval]')", file=sys.stderr)
+        print("note: plot skipped: matplotlib is not installed (pip install matplotlib, or the clone's [eval] extra)", file=sys.stderr)
         return
     mpl.use("Agg")
     _usage_plot(out / "codebook_usage.png", counts)

@@ -211,7 +211,7 @@ def write_report(r: dict, examples: list[dict], counts: np.ndarray, out: Path, s
             _spectrogram_plot(out / "plots" / f"{name}_spectrogram.png", panels, sr)
             figures.append((name, f"plots/{name}_spectrogram.png"))
     else:
-        notes.append("plots skipped: matplotlib is not installed (pip install 'vqaudio[eval]')")
+        notes.append("plots skipped: matplotlib is not installed (pip install matplotlib, or the clone's [eval] extra)")
     audio = []
     for e in examples:
         name = e["utt"].utterance

@@ -55,7 +55,7 @@ def parser(variants_dir: Path, base: Path) -> argparse.ArgumentParser:
     p.add_argument("--eval-utterances", type=int, help="utterances generated per variant (default: 8; smoke: 2)")
     p.add_argument("--eval-seconds", type=float, help="seconds per generated utterance (default: 3; smoke: 1)")
     p.add_argument("--resynth-judge", type=int, metavar="N", help="fit the second speaker judge on N resyntheses of "
-                   "train crops per speaker of each variant (default: 5, about 3 minutes per variant; smoke: 1; 0: off)")
+                   "train crops per speaker of each variant (default: 5, about 3-4 minutes per variant; smoke: 1; 0: off)")
     p.add_argument("--list", action="store_true", help="check and list the variants, then exit")
     p.add_argument("--dry-run", action="store_true", help="print the training commands, then exit")
     return p
