@@ -1,6 +1,8 @@
 """WaveNet decoder and VQ-VAE: causality, receptive field, cached generation, API pairs."""
 
 import dataclasses
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -149,6 +151,10 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(model.teacher_forced_logits(wav, codes), loaded.teacher_forced_logits(wav, codes))
     assert loaded.config == model.config and loaded.speakers == ["s0", "s1"]
     assert vqaudio.fingerprint(loaded) == vqaudio.fingerprint(model)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tmp_path / "m").iterdir():  # the usual mode, not mkstemp's (or safetensors') 0600
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask, f.name
 
 
 def test_load_rejects_wrong_version(tmp_path):

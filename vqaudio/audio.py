@@ -198,9 +198,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual mode
     try:
         write(tmp)
+        # mkstemp makes 0600, and some writers (safetensors) replace the file with their own
+        # 0600 temp file: set the usual mode on what was written
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
