@@ -9,6 +9,8 @@ pass on the generated waveform within 1e-4.
 import dataclasses
 import time
 
+import numba
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ import vqaudio
 import vqaudio.fastgen as fastgen
 from vqaudio.audio import mu_law_encode
 from vqaudio.config import VQVAEConfig, WaveNetConfig
-from vqaudio.fastgen import generate, generate_with_logits
+from vqaudio.fastgen import generate, generate_with_logits, kernel
 from vqaudio.models.wavenet import WaveNet
 
 HOP = 8
@@ -174,3 +176,32 @@ def test_decode_of_no_frames_or_zero_length_is_empty(backend):
     assert model.decode(empty[None].expand(2, -1, -1), backend=backend).shape == (2, 0)
     codes = torch.randint(0, model.codebook_size, (model.n_q, 3))
     assert model.decode(codes, backend=backend, length=0).shape == (0,)
+
+
+@numba.njit(cache=False)
+def _draw_both(logits, u, temperature):
+    """(float32 sampler's classes, float64 sampler's classes, how often the float32 one redid the draw)."""
+    n, C = logits.shape
+    fast, exact = np.empty(n, np.int64), np.empty(n, np.int64)
+    e, nbits, blk, cdf = np.empty(C, np.float32), np.empty(C, np.int32), np.empty((C + 15) // 16, np.float32), np.empty(C)
+    for r in range(n):
+        fast[r] = kernel._sample_class_fast(logits[r], u[r], temperature, e, nbits, blk, cdf)
+        exact[r] = kernel._sample_class(logits[r], u[r], temperature, cdf)
+    return fast, exact
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.05, 3.0])
+def test_float32_sampler_draws_the_float64_class(temperature):
+    # flat, moderate, peaked and nearly one-hot distributions; C = 256 (μ-law), 10 (MoL mixtures), 7 (odd)
+    rng = np.random.default_rng(int(temperature * 100))
+    for C in (256, 10, 7):
+        for scale in (0.01, 1.0, 4.0, 30.0):
+            logits = (rng.standard_normal((20000, C)) * scale + rng.uniform(-50, 50, (20000, 1))).astype(np.float32)
+            u = rng.random(20000).astype(np.float32)
+            u[:3] = [0.0, 1.0, np.nextafter(np.float32(1), np.float32(0))]  # edges of the draw
+            fast, exact = _draw_both(logits, u, temperature)
+            assert (fast == exact).all(), (C, scale, np.flatnonzero(fast != exact)[:5])
+    bad = np.full((3, 256), np.float32(0.0))
+    bad[0, 5], bad[1, 7], bad[2, 9] = np.nan, np.inf, -np.inf
+    fast, exact = _draw_both(bad, np.full(3, 0.5, np.float32), temperature)
+    assert (fast == exact).all()
