@@ -312,7 +312,7 @@ def test_evaluate_api_degrades_without_the_eval_extra(tmp_path, monkeypatch):
     assert r["reconstruction"]["log_mel"] > 0
     assert r["conversion"]["judge"] == {"available": False}
     notes = " ".join(json.loads((tmp_path / "out" / "metrics.json").read_text())["notes"])
-    assert "pystoi" in notes and "scikit-learn" in notes and "matplotlib" in notes
+    assert "pystoi" in notes and "pip install scikit-learn" in notes and "pip install matplotlib" in notes
     assert (tmp_path / "out" / "report.md").is_file() and not (tmp_path / "out" / "plots").exists()
 
 

@@ -124,7 +124,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def _write_report(out: Path, rep: dict, counts) -> None:
     import numpy as np
 
-    from ..evaluation.metrics import optional
+    from ..evaluation.metrics import missing, optional
     from ..evaluation.report import write_json
     from ..inference import safe_write, writing
 
@@ -139,7 +139,7 @@ def _write_report(out: Path, rep: dict, counts) -> None:
     safe_write(out / "counts.npy", save)
     mpl = optional("matplotlib")
     if mpl is None:
-        print("note: plot skipped: matplotlib is not installed (pip install matplotlib, or the clone's [eval] extra)", file=sys.stderr)
+        print(f"note: plot skipped: {missing('matplotlib')}", file=sys.stderr)
         return
     mpl.use("Agg")
     _usage_plot(out / "codebook_usage.png", counts)

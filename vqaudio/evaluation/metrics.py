@@ -29,6 +29,11 @@ def optional(name: str):
         return None
 
 
+def missing(package: str) -> str:
+    """How to get an optional package of the `eval` extra, for notes that say what was skipped."""
+    return f"{package} is not installed (pip install {package}, or the clone's [eval] extra)"
+
+
 def _pair(ref, est) -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(ref, dtype=np.float64).reshape(-1)
     est = np.asarray(est, dtype=np.float64).reshape(-1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import atomic_write, save
-from .metrics import optional
+from .metrics import missing, optional
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -211,7 +211,7 @@ def write_report(r: dict, examples: list[dict], counts: np.ndarray, out: Path, s
             _spectrogram_plot(out / "plots" / f"{name}_spectrogram.png", panels, sr)
             figures.append((name, f"plots/{name}_spectrogram.png"))
     else:
-        notes.append("plots skipped: matplotlib is not installed (pip install matplotlib, or the clone's [eval] extra)")
+        notes.append(f"plots skipped: {missing('matplotlib')}")
     audio = []
     for e in examples:
         name = e["utt"].utterance

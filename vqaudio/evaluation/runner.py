@@ -45,7 +45,7 @@ def train_judge(model, corpus, seconds: float, per_speaker: int, heldout_per_spe
         notes.append("speaker judge skipped: the model has fewer than 2 speakers")
         return None, info
     if not SpeakerJudge.available():
-        notes.append("speaker judge skipped: scikit-learn is not installed (pip install scikit-learn, or the clone's [eval] extra)")
+        notes.append(f"speaker judge skipped: {metrics.missing('scikit-learn')}")
         return None, info
     known = set(speakers)
     train = [u for u in corpus.split("train") if u.speaker in known]
