@@ -228,7 +228,6 @@ def run_group(
     S = wrs.shape[2] - R
     C = wh2.shape[1]  # output channels (μ-law classes or 3 × mixtures)
     hs = np.empty((nb, R + S), np.float32)  # [residual | skip sum] of each stream: one product updates both
-    xcat = np.zeros((nb, KR), np.float32)
     a = np.empty((nb, G), np.float32)
     z = np.empty((nb, H), np.float32)
     sk = np.empty((nb, S), np.float32)
@@ -254,17 +253,16 @@ def run_group(
             for b in range(nb):
                 for o in range(G):
                     a[b, o] = bias[b0 + b, col, layer, o]
-                for j in range(K - 1):  # tap j sees the input at t - (K-1-j)·d
-                    row = base + (t + n - (K - 1 - j) * d) % n
-                    for i in range(R):
-                        xcat[b, j * R + i] = ring[b0 + b, row, i]
-                for i in range(R):
-                    xcat[b, (K - 1) * R + i] = hs[b, i]
-                if n > 0:
-                    row = base + t % n
+            wl = wc[layer]
+            for j in range(K - 1):  # tap j sees the input at t - (K-1-j)·d: its ring rows, read in place
+                row = base + (t + n - (K - 1 - j) * d) % n
+                _mm_acc(a, ring[b0:b1, row, :], wl[j * R : (j + 1) * R], nb, R, G)
+            _mm_acc(a, hs, wl[(K - 1) * R :], nb, R, G)  # the current input: hs[:, :R]
+            if n > 0:  # after the products: tap 0 reads the row this overwrites
+                row = base + t % n
+                for b in range(nb):
                     for i in range(R):
                         ring[b0 + b, row, i] = hs[b, i]
-            _mm_acc(a, xcat, wc[layer], nb, KR, G)
             for b in range(nb):
                 for i in range(H):
                     sg = np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * a[b, H + i])
