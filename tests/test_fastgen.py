@@ -180,7 +180,7 @@ def test_decode_of_no_frames_or_zero_length_is_empty(backend):
 
 @numba.njit(cache=False)
 def _draw_both(logits, u, temperature):
-    """(float32 sampler's classes, float64 sampler's classes, how often the float32 one redid the draw)."""
+    """(float32 sampler's classes, float64 sampler's classes) for each row of logits."""
     n, C = logits.shape
     fast, exact = np.empty(n, np.int64), np.empty(n, np.int64)
     e, nbits, blk, cdf = np.empty(C, np.float32), np.empty(C, np.int32), np.empty((C + 15) // 16, np.float32), np.empty(C)
