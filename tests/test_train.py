@@ -1,6 +1,8 @@
 """Training: a short run exports a loadable model; SIGKILL + resume continues
 exactly; two DDP ranks (gloo on CPU) end with identical codebooks."""
 
+import csv
+import math
 import os
 import signal
 import subprocess
@@ -93,6 +95,34 @@ def test_sigkill_then_resume_continues_exactly(tmp_path):
         assert int(ref_opt[i]["step"]) == int(res_opt[i]["step"]) == 16
         assert torch.allclose(ref_opt[i]["exp_avg"], res_opt[i]["exp_avg"], atol=1e-6)
     assert not list((out / "checkpoints").glob(".*.tmp"))  # the resumed run's saves leave no temp file
+    # the log keeps the rows from before the kill: every step once, none lost, none twice
+    assert _logged_steps(out) == list(range(16))
+
+
+def _logged_steps(out: Path) -> list[int]:
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f) if r.get("loss")]
+
+
+def test_rerun_with_more_steps_trains_longer_and_keeps_the_log(tmp_path):
+    """A finished run rerun with a larger train.max_steps continues from its checkpoint (a warm restart of
+    the cosine schedule, recomputed for the new end) and appends to its metrics.csv."""
+    corpus = make_corpus(tmp_path / "c")
+    out = tmp_path / "run"
+    for steps in (4, 8):
+        r = subprocess.run(train_cmd(corpus, out, f"train.max_steps={steps}", "train.ckpt_every=100",
+                                     "train.lr_schedule=cosine"),
+                           capture_output=True, text=True, env=ENV, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.stderr and "will be deleted" not in r.stderr
+    assert _ckpt_step(out / "checkpoints" / "last.ckpt") == 8
+    assert _logged_steps(out) == list(range(8))
+    with open(out / "logs" / "metrics.csv", newline="") as f:
+        lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f) if r.get("lr")}
+    # the first run decayed to 0 at step 4; the second follows the cosine to step 8 (its first step still
+    # runs at the restored learning rate: the scheduler recomputes it after each step)
+    assert lr[3] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 3 / 4)), rel=1e-5)
+    assert lr[5] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 8)), rel=1e-5)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ quantizer's own all-reduce, CSV logs and a progress bar.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
@@ -19,6 +20,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 from ..config import TrainConfig
 
@@ -33,6 +36,51 @@ class _QuietLightning(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietLightning())
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+class _KeepingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes OUT/logs/metrics.csv when the directory exists, so a resumed run
+    (after a crash, or rerun with a larger train.max_steps) would lose the log of everything before it.
+
+    This one keeps the earlier rows: its first save rewrites the file with the rows logged before the
+    step the run resumed from (later ones, logged again by the resumed run, are dropped) and the new rows.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        self._kept: list[dict[str, str]] | None = None
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        with open(self.metrics_file_path, newline="") as f:
+            reader = csv.DictReader(f)
+            self._kept = list(reader)
+            self.metrics_keys = sorted(reader.fieldnames or [])
+
+    def save(self) -> None:
+        if self._kept is None or not self.metrics:
+            return super().save()
+        first = min(int(m["step"]) for m in self.metrics)
+        rows = [r for r in self._kept if int(float(r.get("step") or 0)) < first] + self.metrics
+        self._kept = None
+        self._record_new_keys()
+        tmp = self.metrics_file_path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.metrics_file_path)
+        self.metrics = []
+
+
+class _ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose metrics.csv survives resumes (see _KeepingWriter)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """torch.save to a temp file, fsync, then rename: a kill never leaves a half checkpoint."""
@@ -98,7 +146,8 @@ def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_cal
         num_sanity_val_steps=0,
         log_every_n_steps=tcfg.log_every,
         gradient_clip_val=tcfg.grad_clip or None,
-        logger=CSVLogger(str(out), name="logs", version=""),
+        # flushed at every logged step, so a crash keeps the log up to the checkpoint it resumes from
+        logger=_ResumableCSVLogger(str(out), name="logs", version="", flush_logs_every_n_steps=max(1, tcfg.log_every)),
         callbacks=[ckpt, Throughput(samples_per_step), TQDMProgressBar(refresh_rate=max(1, tcfg.log_every))]
         + (extra_callbacks or []),
         plugins=[AtomicCheckpointIO()],
