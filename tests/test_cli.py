@@ -227,3 +227,60 @@ def test_embeddings_and_npy_decode(env, tmp_path):
     assert main(["encode", short, "-m", m, "-o", str(tmp_path / "s.npy"), "--format", "npy"]) == 0
     assert main(["decode", str(tmp_path / "s.npy"), "-m", m, "--backend", "torch", "-o", str(tmp_path / "o.wav")]) == 0
     assert sf.info(tmp_path / "o.wav").frames == 400  # no header: whole frames (400 = 25 x 16)
+
+
+def test_edge_cases_a_review_found(env, capsys, tmp_path):
+    """Non-UTF-8 file names, dotted names with --format embeddings, -o suffixes that imply the format,
+    NaN/inf/negative numbers and out-of-range seeds, --n-q 0, sample -o DIR, info on a non-UTF-8 .json."""
+    import os
+
+    m = str(env / "model")
+    short = env / "short.wav"
+    # a Latin-1 file name (not valid UTF-8; Python holds it with surrogates): read and written like any other
+    # (a subprocess: the command prints the name's own bytes, which pytest's captured stdout would refuse)
+    latin = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    latin.write_bytes(short.read_bytes())
+    for argv in (["encode", latin, "-m", m], ["decode", latin.with_suffix(".vqa"), "-m", m, "--backend", "torch"]):
+        r = subprocess.run([sys.executable, "-m", "vqaudio", *map(str, argv)], capture_output=True, timeout=300)
+        assert r.returncode == 0 and b"caf\xe9." in r.stdout, r.stderr[-2000:]
+    assert sf.info(os.fsencode(tmp_path / os.fsdecode(b"caf\xe9.decoded.wav"))).frames == 400
+    # dotted names keep their stem with every format
+    d = tmp_path / "takes"
+    d.mkdir()
+    for n in ("take.1.wav", "take.2.wav"):
+        (d / n).write_bytes(short.read_bytes())
+    assert main(["encode", str(d), "-m", m, "--format", "embeddings"]) == 0
+    assert sorted(p.name for p in d.glob("*.npy")) == ["take.1.emb.npy", "take.2.emb.npy"]
+    # -o's suffix implies the format; a suffix of another kind is refused
+    assert main(["encode", str(short), "-m", m, "-o", str(tmp_path / "c.npy")]) == 0
+    assert np.load(tmp_path / "c.npy").shape == (1, 25)
+    assert main(["encode", str(short), "-m", m, "-o", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["codes"]
+    assert main(["encode", str(short), "-m", m, "-o", str(tmp_path / "feats.npy"), "--format", "embeddings"]) == 0
+    user_error(capsys, ["encode", str(short), "-m", m, "-o", str(tmp_path / "x.npy"), "--format", "vqa"], "cannot hold")
+    # a .vqa file under another name is still read as one
+    assert main(["encode", str(short), "-m", m, "-o", str(tmp_path / "v.vqa")]) == 0
+    (tmp_path / "renamed.npy").write_bytes((tmp_path / "v.vqa").read_bytes())
+    assert main(["decode", str(tmp_path / "renamed.npy"), "-m", m, "--backend", "torch"]) == 0
+    # numbers a user can get wrong
+    user_error(capsys, ["encode", str(short), "-m", m, "--chunk-seconds", "inf"], "--chunk-seconds")
+    user_error(capsys, ["encode", str(short), "-m", m, "--chunk-seconds", "-1"], "--chunk-seconds")
+    user_error(capsys, ["encode", str(short), "-m", m, "--n-q", "0"], "--n-q must be between 1 and 1")
+    user_error(capsys, ["decode", str(tmp_path / "v.vqa"), "-m", m, "--temperature", "nan"], "--temperature")
+    user_error(capsys, ["sample", "-m", m, "--decoder-temperature", "nan"], "--decoder-temperature")
+    user_error(capsys, ["sample", "-m", m, "--temperature", "nan"], "--temperature")
+    with pytest.raises(SystemExit) as e:
+        main(["decode", str(tmp_path / "v.vqa"), "-m", m, "--seed", str(2**70)])
+    assert e.value.code == 2 and "2**63" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_bytes(b"\xff\xfe")
+    user_error(capsys, ["info", str(tmp_path / "bad.json"), "-m", m], "cannot read")
+    assert not list(tmp_path.glob("x.*")) and not list(tmp_path.glob("v.decoded*"))
+
+
+def test_sample_into_a_directory(tmp_path):
+    from vqaudio.cli.sample import output_paths
+
+    (tmp_path / "out").mkdir()
+    assert output_paths(tmp_path / "out", 1) == [tmp_path / "out" / "sample.wav"]
+    assert output_paths(str(tmp_path / "new") + "/", 2) == [tmp_path / "new" / "sample_0.wav", tmp_path / "new" / "sample_1.wav"]
+    assert output_paths(tmp_path / "gen", 1) == [tmp_path / "gen.wav"]

@@ -177,6 +177,17 @@ def test_trim_and_normalize():
     assert abs(rms_db + 25) < 1.5 and np.abs(loud).max() <= 0.95
 
 
+def test_trim_silence_of_a_file_that_resamples_to_nothing(tmp_path):
+    """A 1-sample 48 kHz file is 0 samples at 16 kHz: skipped as too short with --trim-silence too."""
+    from vqaudio.data.prepare import process_file
+
+    assert trim_silence(np.zeros(0, np.float32), 16000).size == 0
+    sf.write(tmp_path / "one.flac", np.array([0.5], np.float32), 48000)
+    opts = PrepareOptions(trim_silence=True)
+    assert process_file(str(tmp_path / "one.flac"), str(tmp_path / "out.wav"), opts) == ("skip:too short", 0)
+    assert not (tmp_path / "out.wav").exists()
+
+
 def test_not_a_prepared_corpus(tmp_path, capsys):
     with pytest.raises(NotPreparedCorpusError, match="not a prepared corpus"):
         read_manifest(tmp_path)

@@ -91,6 +91,12 @@ def prepare(wav: np.ndarray | torch.Tensor, sample_rate: int, target_sr: int) ->
 # ------------------------------------------------------------------ files
 
 
+def _fs(path: str | os.PathLike) -> bytes:
+    """The path as bytes for libsndfile: soundfile encodes str paths strictly as UTF-8, so a file name
+    that is not valid UTF-8 (Latin-1 names from old archives; Python holds them as surrogates) would fail."""
+    return os.fsencode(path)
+
+
 def _open_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     p = Path(path)
     if not p.exists():
@@ -98,7 +104,7 @@ def _open_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     if p.is_dir():
         raise NotAudioError(f"{p} is a directory, not an audio file")
     try:
-        return sf.info(str(p))
+        return sf.info(_fs(p))
     except (sf.LibsndfileError, RuntimeError) as e:
         raise NotAudioError(f"{p} is not a readable audio file ({e})") from None
 
@@ -116,7 +122,7 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
     """
     _open_info(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+        data, sr = sf.read(_fs(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -129,7 +135,7 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
 def load_segment(path: str | os.PathLike, start: int, stop: int) -> np.ndarray:
     """Samples [start, stop) of a file as mono float32, read without loading the rest."""
     try:
-        data, _ = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)  # (t, C)
+        data, _ = sf.read(_fs(path), start=start, stop=stop, dtype="float32", always_2d=True)  # (t, C)
     except (sf.LibsndfileError, RuntimeError) as e:
         raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
     return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
@@ -150,7 +156,7 @@ def stream(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.
         i.samplerate != sample_rate
     ) else None
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(_fs(path)) as f:
             while True:
                 data = f.read(block, dtype="float32", always_2d=True)  # (t, C)
                 last = data.shape[0] < block
@@ -187,7 +193,7 @@ def save(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rate: i
     fmt = output_format(path)
     if fmt == "OGG":
         subtype = "VORBIS"
-    atomic_write(path, lambda tmp: sf.write(tmp, wav, sample_rate, format=fmt, subtype=subtype))
+    atomic_write(path, lambda tmp: sf.write(_fs(tmp), wav, sample_rate, format=fmt, subtype=subtype))
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

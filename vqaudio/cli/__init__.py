@@ -19,6 +19,17 @@ class CLIError(Exception):
     """A user error raised by a command handler."""
 
 
+def seed_arg(text: str) -> int:
+    """argparse type of --seed: an integer in [0, 2**63) (torch's generators take no more)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -57,6 +68,11 @@ def _verbose_everywhere(sub: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> int:
     from ..errors import VQAudioError
 
+    for stream in (sys.stdout, sys.stderr):  # print file names that are not valid UTF-8 as their bytes, like ls
+        try:
+            stream.reconfigure(errors="surrogateescape")
+        except (AttributeError, ValueError):
+            pass
     parser = build_parser()
     # Commands taking `key=value` overrides accept them anywhere on the line
     # (argparse alone would refuse them after an option such as --config).

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import seed_arg
+
 SPLITS = ("train", "valid", "test", "test_speakers", "all")
 
 
@@ -47,7 +49,7 @@ def _data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", choices=SPLITS, help="utterances to encode (default: train)")
     p.add_argument("--max-utterances", "-n", type=int, default=256,
                    help="utterances to encode, round-robin over speakers (default: 256; 0 = all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the utterance choice")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the utterance choice")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, seed_arg
 
 FORMATS = {"vqa": ".vqa", "npy": ".npy", "json": ".json", "embeddings": ".emb.npy"}
 CODES_EXTENSIONS = (".vqa", ".json", ".npy")
@@ -18,7 +19,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speaker", "-s", help="voice to decode with (default: the source speaker if known, else the model's first)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="sampling seed (same seed, same audio)")
     p.add_argument("--temperature", type=float, default=1.0, help="WaveNet (decoder) sampling temperature, 0 = most likely sample (in `sample`, --temperature is the prior's)")
     p.add_argument("--backend", choices=("fast", "torch"), default="fast", help="generation backend")
     segment_option(p)
@@ -36,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="audio file(s) or folder(s) -> codes (.vqa, .npy, .json)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or directories (searched recursively)")
     p.add_argument("-o", "--output", help="output file (one input) or directory (mirrors the input tree)")
-    p.add_argument("--format", choices=tuple(FORMATS), default="vqa",
-                   help="vqa: bit-packed codes file; npy/json: codes for other tools; embeddings: z_q (frames, D) .npy")
+    p.add_argument("--format", choices=tuple(FORMATS), default=None,
+                   help="vqa: bit-packed codes file; npy/json: codes for other tools; embeddings: z_q (frames, D) .npy "
+                   "(default: from the suffix of -o FILE, else vqa)")
     p.add_argument("--n-q", type=int, default=None, help="use only the first N codebooks (residual VQ)")
     p.add_argument("--chunk-seconds", type=float, default=10.0,
                    help="encode long files in chunks of this many seconds (0: whole file at once); codes are the same")
@@ -92,7 +94,7 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
         raise CLIError(f"-o {out} must be a directory when there are several inputs")
     pairs = []
     for src, rel in sources:
-        name = rel.name.split(".")[0] if suffix == ".emb.npy" else rel.stem
+        name = rel.stem
         if out is None:
             dst = src.with_name(name + suffix)
         elif single and not (out.is_dir() or str(output).endswith(("/", "\\"))):
@@ -147,8 +149,8 @@ def _load(args):
 def _check_decoding_args(model, args) -> None:
     if args.speaker is not None:
         model.speaker_index(args.speaker)  # unknown: one line listing the known speakers
-    if not args.temperature >= 0:
-        raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 <= args.temperature < math.inf:
+        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
     check_segment_seconds(args)
 
 
@@ -161,6 +163,21 @@ def check_segment_seconds(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------ encode
 
 
+def encode_format(fmt: str | None, output: str | None, n_inputs: int) -> str:
+    """--format, or the one implied by the suffix of `-o FILE` (vqa by default).
+
+    A suffix that names another kind of file is refused (`-o x.npy` must not hold .vqa bytes)."""
+    if output is None or n_inputs != 1 or Path(output).is_dir() or output.endswith(("/", "\\")):
+        return fmt or "vqa"
+    name, suffix = output.lower(), Path(output).suffix.lower()
+    kinds = {".vqa": ("vqa",), ".json": ("json",), ".npy": ("npy", "embeddings")}
+    if fmt is None:
+        return "embeddings" if name.endswith(".emb.npy") else kinds.get(suffix, ("vqa",))[0]
+    if suffix in kinds and fmt not in kinds[suffix]:
+        raise CLIError(f"-o {output}: a {suffix} file cannot hold --format {fmt} output (use {FORMATS[fmt]})")
+    return fmt
+
+
 def run_encode(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -168,12 +185,15 @@ def run_encode(args: argparse.Namespace) -> int:
     from ..audio import AUDIO_EXTENSIONS
     from ..inference import encode_file, guess_speaker, safe_write
 
+    if not (args.chunk_seconds >= 0 and math.isfinite(args.chunk_seconds)):
+        raise CLIError(f"--chunk-seconds must be >= 0 and finite (0: the whole file at once), got {args.chunk_seconds}")
+    args.format = encode_format(args.format, args.output, len(args.inputs))
     pairs = plan_outputs(args.inputs, args.output, AUDIO_EXTENSIONS, FORMATS[args.format])
     model = _load(args)
-    n_q = args.n_q or model.n_q
+    n_q = model.n_q if args.n_q is None else args.n_q
     if not 1 <= n_q <= model.n_q:
         raise CLIError(f"--n-q must be between 1 and {model.n_q} (the model's codebooks), got {args.n_q}")
-    chunk = args.chunk_seconds if args.chunk_seconds and args.chunk_seconds > 0 else None
+    chunk = args.chunk_seconds if args.chunk_seconds > 0 else None
 
     def work(src: Path, dst: Path, progress: bool) -> str:
         enc = encode_file(model, src, chunk_seconds=chunk, n_q=n_q, progress=progress and sys.stderr.isatty())
@@ -215,6 +235,13 @@ def load_codes(path: Path, model):
     from .. import codes as C
 
     suffix = path.suffix.lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(C.MAGIC))
+    except OSError:
+        head = b""  # C.read gives the one-line error
+    if head == C.MAGIC:  # a .vqa file whatever its name
+        return C.read(path)
     if suffix == ".json":
         try:
             return C.from_json(path.read_text(), str(path))
@@ -286,7 +313,7 @@ def describe_codes_file(path: str, model_path: str | None) -> None:
     from ..hub import default_model_path, fingerprint, load_model
 
     p = Path(path)
-    cf = C.from_json(p.read_text(), str(p)) if p.suffix.lower() == ".json" and p.exists() else C.read(p)
+    cf = load_codes(p, None) if p.suffix.lower() == ".json" and p.exists() else C.read(p)
     h = cf.header
     seconds = cf.duration
     bits = [C.bits_for(k) for k in h["codebook_sizes"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import seed_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .codec import segment_option
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats-utterances", type=int, default=64,
                    help="utterances encoded whole for codebook statistics and prior NLL (default: 64)")
     p.add_argument("--report", "-o", metavar="OUT_DIR", help="write metrics.json, report.md, plots, audio here")
-    p.add_argument("--seed", type=int, default=0, help="seed of utterance choice and sampling (default: 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of utterance choice and sampling (default: 0)")
     p.add_argument("--backend", choices=["fast", "torch"], default="fast", help="decoder generation backend")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the decoder")
     p.add_argument("--nll-seconds", type=float, default=1.0,
@@ -56,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seconds-per-utterance must be >= 0")
     if args.resynth_judge < 0:
         raise CLIError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
+    if not 0 <= args.temperature < float("inf"):
+        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
     from .codec import check_segment_seconds
 
     check_segment_seconds(args)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import seed_arg
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder of the prepared corpus")
@@ -35,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = kinds.add_parser("synthetic", help="synthesize a multi-speaker corpus (espeak-ng, flite, festival, piper), then prepare it")
     s.add_argument("--speakers", type=int, default=16, help="number of voices (default 16)")
     s.add_argument("--utterances", type=int, default=100, help="utterances per speaker (default 100)")
-    s.add_argument("--seed", type=int, default=0, help="voices and sentences are a function of the seed")
+    s.add_argument("--seed", type=seed_arg, default=0, help="voices and sentences are a function of the seed")
     s.add_argument("--synth", default="espeak", help="comma-separated synthesizers: espeak, flite, festival, piper, "
                    "or 'all' (those installed). flite/festival/piper voices are taken first (more natural), "
                    "espeak-ng fills the rest (default: espeak)")

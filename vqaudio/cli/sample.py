@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from . import seed_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from .codec import segment_option
@@ -27,11 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="a .wav (or other audio) or .vqa file whose codes the samples continue")
     p.add_argument("--force", action="store_true", help="accept a codes prompt written by another model")
     p.add_argument("-n", type=int, default=1, help="number of samples (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the prior and the decoder (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed for the prior and the decoder (default 0)")
     p.add_argument("--decoder-temperature", type=float, default=1.0, help="WaveNet sampling temperature")
     p.add_argument("--backend", choices=("fast", "torch"), default="fast", help="WaveNet generation backend")
     segment_option(p)
-    p.add_argument("-o", "--output", default="sample.wav", help="output WAV (default sample.wav)")
+    p.add_argument("-o", "--output", default="sample.wav", help="output WAV, or a directory for DIR/sample.wav (default sample.wav)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +41,8 @@ def output_paths(out: str | Path, n: int) -> list[Path]:
     """-o gen.wav: one sample -> gen.wav; n > 1 -> gen_0.wav ... gen_{n-1}.wav."""
     from ..audio import output_format
 
+    if Path(out).is_dir() or str(out).endswith(("/", "\\")):  # -o DIR: DIR/sample.wav
+        out = Path(out) / "sample.wav"
     out = Path(out)
     if out.suffix == "":
         out = out.with_suffix(".wav")
@@ -83,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-k must be >= 0, got {args.top_k}")
     if not 0 < args.top_p <= 1:
         raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.temperature < 0:
-        raise CLIError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 <= args.temperature < math.inf:
+        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
+    if not 0 <= args.decoder_temperature < math.inf:
+        raise CLIError(f"--decoder-temperature must be >= 0 and finite, got {args.decoder_temperature}")
     from .codec import check_segment_seconds
 
     check_segment_seconds(args)

@@ -55,6 +55,8 @@ def _frame_db(wav: np.ndarray, frame: int) -> np.ndarray:
 
 def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin: float = 0.1) -> np.ndarray:
     """Cut leading/trailing frames quieter than `top_db` below the loudest 10 ms frame."""
+    if wav.size == 0:  # a file that resamples to nothing: the caller skips it as too short
+        return wav
     frame = max(1, sr // 100)
     db = _frame_db(wav, frame)
     active = np.flatnonzero(db > db.max() - top_db)
