@@ -48,13 +48,14 @@ COMPILE_NOTICE_S = 3.0  # a first call slower than this is compiling: say so ins
 def _first_call_notice() -> threading.Timer | None:
     """On the first kernel call of the process, a timer that tells the user about numba's one-off compile.
 
-    A cached kernel loads in well under a second; only a compile (first use after
-    install or upgrade, ~20 s) outlasts the timer, so the line appears only then.
+    A cached kernel loads in well under a second; a compile (first use after
+    install or upgrade, ~20 s) outlasts the timer, and so can a cached load on a
+    machine busy with other work: the line is worded to be true in both cases.
     """
     if _warm:
         return None
     timer = threading.Timer(COMPILE_NOTICE_S, lambda: print(
-        "vqaudio: compiling the fast generation kernel (once per install, ~20 s)...", file=sys.stderr, flush=True))
+        "vqaudio: loading the fast generation kernel (compiled once per install: ~20 s the first time)...", file=sys.stderr, flush=True))
     timer.daemon = True
     timer.start()
     return timer
