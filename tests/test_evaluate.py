@@ -255,7 +255,10 @@ def test_vqaudio_evaluate_end_to_end(tmp_path, capsys):
     assert prior["codes"] == 4 * 600  # 4 test utterances × 600 frames, scored in windows of 32
     assert 0.0 <= prior["unigram_entropy_bits"] <= 4.0
     assert r["timing"]["seconds_per_utterance"] > 0
-    assert r["anchors"]["mismatched_utterance"]["log_mel"] > 0
+    anchors = r["anchors"]
+    assert anchors["mismatched_utterance"]["log_mel"] > anchors["dither_floor"]["log_mel"] > 0
+    assert anchors["dither_floor"]["stoi"] in (None, pytest.approx(1.0, abs=0.1))  # None: crops under STOI's 0.4 s
+    assert 0.0 <= anchors["same_speaker_pairs"] <= 1.0
     assert "## Headline" in (out / "report.md").read_text()
 
 
@@ -415,3 +418,24 @@ def test_resynthesis_judge_learns_the_voices_as_the_model_renders_them(tmp_path,
     assert r["conversion"]["resynth_judge"]["available"] is False and sum(calls) == 4
     model.save(tmp_path / "model")
     assert main(["evaluate", "--model", str(tmp_path / "model"), "--data", str(data), "--resynth-judge", "-1"]) == 2
+
+
+def test_anchors_pair_utterances_of_one_speaker_and_measure_the_dither_floor():
+    from vqaudio.evaluation.summary import mismatched_anchor
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    rng = np.random.default_rng(1)
+
+    def voice(f0: float) -> np.ndarray:  # a buzz with harmonics up to 7 kHz over a faint noise
+        x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, int(7000 / f0)))
+        return (0.2 * x / np.abs(x).max() + 0.01 * rng.standard_normal(sr)).astype(np.float32)
+
+    crops = [voice(f) for f in (110.0, 170.0, 260.0)]
+    crops[0][: sr // 4] = 0.0  # digital silence: where the noise floor costs the log-spectral distances most
+    rows = [{"crop": c, "speaker": s} for c, s in zip(crops, ("a", "a", "b"))]
+    a = mismatched_anchor(rows, sr)
+    assert a["same_speaker_pairs"] == pytest.approx(2 / 3)  # b has no other utterance: paired with another voice
+    floor, chance = a["dither_floor"], a["mismatched_utterance"]
+    assert 0 < floor["log_mel"] < chance["log_mel"] and 0 < floor["mrstft"] < chance["mrstft"]
+    assert mismatched_anchor(rows[:1], sr)["mismatched_utterance"] is None

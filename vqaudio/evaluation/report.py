@@ -49,9 +49,15 @@ def headline_rows(r: dict) -> list[tuple[str, str]]:
         rows.append((f"codebook {c['codebook']}: used / K, perplexity",
                      f"{c['used']} / {c['K']}, {_fmt(c['perplexity'], 1)}"))
     chance = (r.get("anchors") or {}).get("mismatched_utterance") or {}
+    floor = (r.get("anchors") or {}).get("dither_floor") or {}
 
-    def vs(key: str) -> str:  # the value, and the same metric between two different utterances
-        return _fmt(rec[key]) + (f" (mismatched utterance: {_fmt(chance[key])})" if chance.get(key) is not None else "")
+    def vs(key: str) -> str:  # the value; the metric between two different utterances; original vs original + noise
+        refs = []
+        if chance.get(key) is not None:
+            refs.append(f"mismatched utterance: {_fmt(chance[key])}")
+        if floor.get(key) is not None:
+            refs.append(f"original + 1e-3 noise: {_fmt(floor[key])}")
+        return _fmt(rec[key]) + (f" ({'; '.join(refs)})" if refs else "")
 
     rows += [
         ("multi-res STFT distance ↓", vs("mrstft")),

@@ -6,14 +6,42 @@ import numpy as np
 
 from . import metrics
 
+DITHER_FLOOR = 1e-3  # std of the white noise of the "original + noise" anchor: the recipes' training dither
+
+
+def _speaker(row: dict):
+    u = row.get("utt")
+    return getattr(u, "speaker", None) if u is not None else row.get("speaker")
+
 
 def mismatched_anchor(rows: list[dict], sr: int) -> dict:
-    """Chance level of the reconstruction metrics: each original crop scored against the next
-    utterance's original crop (different words), so that a number can be read against it."""
-    pairs = [(r["crop"], rows[(i + 1) % len(rows)]["crop"]) for i, r in enumerate(rows)] if len(rows) > 1 else []
-    vals = [{"stoi": metrics.stoi(a, b, sr), "log_mel": metrics.log_mel_distance(a, b, sr),
-             "mrstft": metrics.mrstft_distance(a, b)["total"]} for a, b in pairs]
-    return {"mismatched_utterance": means(vals, ["stoi", "log_mel", "mrstft"]) if vals else None}
+    """Reference levels of the reconstruction metrics, so that a number can be read against them.
+
+    mismatched_utterance: each original crop scored against another utterance's original crop
+    (different words), of the same speaker where the set has one (`same_speaker_pairs` says how
+    often), so that the chance level does not include a change of voice.
+    dither_floor: each original against itself plus white noise of std DITHER_FLOOR. A decoder
+    trained on dithered audio fills digital silence with noise of about that level, which the
+    log-spectral distances (log-mel, multi-res STFT) punish heavily; this is the best score such a
+    model can be expected to reach, not 0.
+    """
+    def score(pairs):
+        vals = [{"stoi": metrics.stoi(a, b, sr), "log_mel": metrics.log_mel_distance(a, b, sr),
+                 "mrstft": metrics.mrstft_distance(a, b)["total"]} for a, b in pairs]
+        return means(vals, ["stoi", "log_mel", "mrstft"]) if vals else None
+
+    n = len(rows)
+    pairs, same = [], 0
+    for i, r in enumerate(rows if n > 1 else []):
+        others = [rows[(i + k) % n] for k in range(1, n)]
+        match = next((o for o in others if _speaker(o) is not None and _speaker(o) == _speaker(r)), None)
+        same += match is not None
+        pairs.append((r["crop"], (match or others[0])["crop"]))
+    rng = np.random.default_rng(0)
+    noisy = [(r["crop"], r["crop"] + (DITHER_FLOOR * rng.standard_normal(len(r["crop"]))).astype(np.float32))
+             for r in rows]
+    return {"mismatched_utterance": score(pairs), "same_speaker_pairs": same / len(pairs) if pairs else None,
+            "dither_floor": score(noisy)}
 
 
 def means(per_utt: list[dict], keys: list[str]) -> dict:
