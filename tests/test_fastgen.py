@@ -205,3 +205,29 @@ def test_float32_sampler_draws_the_float64_class(temperature):
     bad[0, 5], bad[1, 7], bad[2, 9] = np.nan, np.inf, -np.inf
     fast, exact = _draw_both(bad, np.full(3, 0.5, np.float32), temperature)
     assert (fast == exact).all()
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_a_draw_of_exactly_zero_takes_a_class_with_mass(output):
+    """u = 0 (torch.rand gives it once in 2**24 draws) must not pick class 0 when class 0 has no mass:
+    that was a full-scale click about every 17 minutes of audio. Both backends agree."""
+    from vqaudio.audio import mu_law_decode
+    from vqaudio.config import WaveNetConfig
+    from vqaudio.models.wavenet import sample_from_logits
+
+    cfg = WaveNetConfig(output=output, n_mixtures=4) if output == "mol" else WaveNetConfig()
+    n = cfg.n_mixtures if output == "mol" else cfg.out_channels  # the classes the first draw picks from
+    logits = torch.zeros(2, cfg.out_channels)
+    logits[:, :n] = -1e4  # no mass, except class 3 (row 0) and classes 2 and 3 (row 1)
+    logits[:, 3] = 0.0
+    logits[1, 2] = 0.0
+    u = torch.tensor([[0.0, 0.5], [0.0, 0.5]])  # u1 = 0.5: a logistic draw of exactly its mean
+    cdf = np.empty(n)
+    assert [kernel._sample_class(logits[r, :n].numpy(), 0.0, 1.0, cdf) for r in range(2)] == [3, 2]
+    wav = sample_from_logits(logits, u, cfg, 1.0)
+    if output == "mulaw":
+        assert torch.equal(wav, mu_law_decode(torch.tensor([3, 2]), cfg.quantization_channels))
+    else:
+        logits[:, n : 2 * n] = torch.tensor([-0.9, -0.6, -0.3, 0.3])  # component means
+        logits[:, 2 * n :] = -7.0
+        assert torch.allclose(sample_from_logits(logits, u, cfg, 1.0), torch.tensor([0.3, -0.3]))

@@ -66,6 +66,7 @@ def test_dead_code_is_restarted_and_ema_state_reset():
     z = torch.randn(64, 2)
     for _ in range(5):
         vq(z)
+        assert (vq.restarts >= 1) if int(vq.steps) == 5 else (vq.restarts == 0)  # checked every 5th step
     assert (vq.codebook[3] - far).norm() > 50  # re-seeded near the data
     assert vq.ema_count[3].item() == pytest.approx(1.0)
     codes = vq.nearest(z)
@@ -90,6 +91,11 @@ def test_residual_vq_error_decreases_with_codebooks(update, normalize, lookup_di
     torch.manual_seed(0)
     cfg = QuantizerConfig(codebook_size=16, n_q=4, update=update, normalize=normalize, lookup_dim=lookup_dim,
                           restart_threshold=0)
+    if normalize == "l2" and not lookup_dim:  # unit codebooks for short residuals: refused (see ResidualVQ)
+        with pytest.raises(ValueError, match="lookup_dim"):
+            ResidualVQ(cfg, 8)
+        ResidualVQ(dataclasses.replace(cfg, n_q=1), 8)  # one stage is fine
+        return
     rvq = ResidualVQ(cfg, 8)
     z_e = torch.randn(4, 8, 50)
     rvq.train()

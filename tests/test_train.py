@@ -39,6 +39,9 @@ def test_short_training_exports_loadable_model(tmp_path):
     assert model.speakers == ["a", "b"]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
     assert (tmp_path / "run" / "logs" / "metrics.csv").read_text().startswith(("codebook_loss", "codes_used", "commitment"))
+    with open(tmp_path / "run" / "logs" / "metrics.csv", newline="") as f:
+        restarts = [float(r["restarts"]) for r in csv.DictReader(f) if r.get("restarts")]
+    assert len(restarts) == 4 and all(0 <= n <= 16 for n in restarts)  # tiny: K = 16
 
 
 def test_bad_config_is_one_line_error(tmp_path):
@@ -52,6 +55,11 @@ def test_bad_config_is_one_line_error(tmp_path):
     r = subprocess.run(train_cmd(corpus, tmp_path / "run", "model.sample_rate=24000"), capture_output=True, text=True,
                        env=ENV, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "prepared at 16000 Hz" in r.stderr
+    # a combination the model refuses (l2-normalised residual stages without a lookup projection)
+    r = subprocess.run(train_cmd(corpus, tmp_path / "rvq", "model.quantizer.normalize=l2", "model.quantizer.n_q=2"),
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "lookup_dim" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "rvq").exists()
 
 
 def _ckpt_step(path: Path) -> int:

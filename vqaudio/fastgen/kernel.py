@@ -96,7 +96,8 @@ def _sample_class(logits, u, temperature, cdf):
     """Inverse-CDF draw of a class from float32 logits (C,), as `sample_from_logits`.
 
     Softmax of logits/temperature in float64, cumulative sum, first index whose
-    CDF reaches u·CDF[-1] (searchsorted, side left); temperature <= 0: argmax.
+    CDF exceeds u·CDF[-1] (searchsorted, side right: u = 0 never picks a class
+    without mass); temperature <= 0: argmax.
     """
     C = logits.shape[0]
     if temperature <= 0:
@@ -121,7 +122,7 @@ def _sample_class(logits, u, temperature, cdf):
         cdf[i] = acc
     target = np.float64(u) * cdf[C - 1]
     for i in range(C):
-        if cdf[i] >= target:
+        if cdf[i] > target:
             return i
     return C - 1
 

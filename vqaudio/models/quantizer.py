@@ -145,6 +145,7 @@ class VectorQuantizer(nn.Module):
         k = self.cfg.codebook_size
         dead = self.usage < self.cfg.restart_threshold * total / k  # same on all ranks
         n_dead = int(dead.sum())
+        self.restarts = n_dead
         if n_dead == 0:
             return
         pick = torch.randint(z.shape[0], (n_dead,), device=z.device)
@@ -166,6 +167,7 @@ class VectorQuantizer(nn.Module):
         codes = self.nearest(z.detach())
         e = self.weight()[codes]  # (N, d)
         if self.training:
+            self.restarts = 0  # codes re-seeded in this step (a plain attribute, for the training log)
             counts = self._update(z.detach(), codes)
             if self.cfg.update == "ema":
                 e = self.weight()[codes].detach()
@@ -186,6 +188,11 @@ class ResidualVQ(nn.Module):
 
     def __init__(self, cfg: QuantizerConfig, dim: int):
         super().__init__()
+        if cfg.normalize == "l2" and not cfg.lookup_dim and cfg.n_q > 1:
+            # l2 puts every codebook on the unit sphere, but from the second stage on the residuals are
+            # short: each later stage would add a unit vector to a small remainder (worse, not better)
+            raise ValueError("quantizer.normalize=l2 with n_q > 1 needs quantizer.lookup_dim > 0 "
+                             "(each stage normalises its own projection); or use normalize=layernorm")
         self.cfg = cfg
         self.dim = dim
         ld = cfg.lookup_dim or dim

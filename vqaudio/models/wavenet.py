@@ -47,7 +47,9 @@ def sample_from_logits(logits: torch.Tensor, u: torch.Tensor, cfg: WaveNetConfig
             c = logits.argmax(-1)
         else:
             cdf = torch.softmax(logits.double() / temperature, -1).cumsum(-1)
-            c = torch.searchsorted(cdf, u[:, :1].double() * cdf[:, -1:]).squeeze(1).clamp(max=logits.shape[-1] - 1)
+            # right: the first class whose CDF exceeds the target, so u = 0 (torch.rand gives it once in 2**24 draws,
+            # every ~17 min of audio) takes the first class with mass, not class 0 (a full-scale click) whatever its mass
+            c = torch.searchsorted(cdf, u[:, :1].double() * cdf[:, -1:], right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
         return mu_law_decode(c, cfg.quantization_channels)
     m = cfg.n_mixtures
     logit_probs, means, log_scales = logits[:, :m], logits[:, m : 2 * m], logits[:, 2 * m :].clamp(min=-7.0)
@@ -55,7 +57,7 @@ def sample_from_logits(logits: torch.Tensor, u: torch.Tensor, cfg: WaveNetConfig
         k = logit_probs.argmax(-1)
         return means.gather(1, k[:, None]).squeeze(1).clamp(-1, 1)
     cdf = torch.softmax(logit_probs.double(), -1).cumsum(-1)
-    k = torch.searchsorted(cdf, u[:, :1].double() * cdf[:, -1:]).squeeze(1).clamp(max=m - 1)
+    k = torch.searchsorted(cdf, u[:, :1].double() * cdf[:, -1:], right=True).squeeze(1).clamp(max=m - 1)
     mu = means.gather(1, k[:, None]).squeeze(1)
     s = torch.exp(log_scales.gather(1, k[:, None]).squeeze(1)) * temperature
     v = u[:, 1].clamp(1e-5, 1 - 1e-5)

@@ -80,6 +80,9 @@ class VQVAETask(L.LightningModule):
         self.log("commitment_loss", out.commitment_loss, **log)
         self.log("perplexity", out.perplexity[0], prog_bar=True, **log)
         self.log("codes_used", out.codes_used[0].float(), **log)
+        # codes re-seeded this step: at restart_threshold 1.0 every below-average code is, which keeps
+        # a share of the codebook moving all through training (visible here, not in perplexity)
+        self.log("restarts", float(getattr(self.model.quantizer.layers[0], "restarts", 0)), **log)
         for i in range(1, len(out.perplexity)):
             self.log(f"perplexity_q{i}", out.perplexity[i], **log)
         return out.loss
@@ -166,6 +169,10 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
                           f"train at the corpus's rate (model.sample_rate={corpus_sr})")
     if tcfg.crop % mcfg.hop_length:
         raise ConfigError(f"train.crop ({tcfg.crop}) must be a multiple of the hop ({mcfg.hop_length})")
+    try:  # a model config the modules refuse: one line, before anything is written
+        VQVAE(mcfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     out = Path(tcfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_run_config(out, raw, tcfg, mcfg)
