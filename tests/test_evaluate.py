@@ -421,6 +421,8 @@ def test_resynthesis_judge_learns_the_voices_as_the_model_renders_them(tmp_path,
 
 
 def test_anchors_pair_utterances_of_one_speaker_and_measure_the_dither_floor():
+    from types import SimpleNamespace
+
     from vqaudio.evaluation.summary import mismatched_anchor
 
     sr = 16000
@@ -433,7 +435,7 @@ def test_anchors_pair_utterances_of_one_speaker_and_measure_the_dither_floor():
 
     crops = [voice(f) for f in (110.0, 170.0, 260.0)]
     crops[0][: sr // 4] = 0.0  # digital silence: where the noise floor costs the log-spectral distances most
-    rows = [{"crop": c, "speaker": s} for c, s in zip(crops, ("a", "a", "b"))]
+    rows = [{"crop": c, "utt": SimpleNamespace(speaker=s)} for c, s in zip(crops, ("a", "a", "b"))]
     a = mismatched_anchor(rows, sr)
     assert a["same_speaker_pairs"] == pytest.approx(2 / 3)  # b has no other utterance: paired with another voice
     floor, chance = a["dither_floor"], a["mismatched_utterance"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # module name -> subcommands it registers (import is lazy: `vqaudio --help` stays fast)
 COMMAND_MODULES = ["info", "codec", "prepare", "train", "evaluate", "sample", "codebook"]
@@ -28,6 +29,17 @@ def seed_arg(text: str) -> int:
     if not 0 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {value}")
     return value
+
+
+def check_nonneg_finite(flag: str, value: float, note: str = "") -> None:
+    """A CLIError unless value is >= 0 and finite (NaN fails too)."""
+    if not 0 <= value < float("inf"):
+        raise CLIError(f"{flag} must be >= 0 and finite{f' ({note})' if note else ''}, got {value}")
+
+
+def names_a_directory(output: str | Path) -> bool:
+    """-o DIR: an existing directory, or a path written with a trailing slash."""
+    return Path(output).is_dir() or str(output).endswith(("/", "\\"))
 
 
 def build_parser() -> argparse.ArgumentParser:

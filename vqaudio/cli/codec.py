@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-from . import CLIError, seed_arg
+from . import CLIError, check_nonneg_finite, names_a_directory, seed_arg
 
 FORMATS = {"vqa": ".vqa", "npy": ".npy", "json": ".json", "embeddings": ".emb.npy"}
 CODES_EXTENSIONS = (".vqa", ".json", ".npy")
@@ -97,7 +96,7 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
         name = rel.stem
         if out is None:
             dst = src.with_name(name + suffix)
-        elif single and not (out.is_dir() or str(output).endswith(("/", "\\"))):
+        elif single and not names_a_directory(output):
             dst = out
         else:
             dst = out / rel.parent / (name + suffix)
@@ -149,15 +148,12 @@ def _load(args):
 def _check_decoding_args(model, args) -> None:
     if args.speaker is not None:
         model.speaker_index(args.speaker)  # unknown: one line listing the known speakers
-    if not 0 <= args.temperature < math.inf:
-        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
+    check_nonneg_finite("--temperature", args.temperature)
     check_segment_seconds(args)
 
 
 def check_segment_seconds(args: argparse.Namespace) -> None:
-    if not 0 <= args.segment_seconds < float("inf"):
-        raise CLIError(f"--segment-seconds must be >= 0 and finite (0: one stream per utterance), "
-                       f"got {args.segment_seconds}")
+    check_nonneg_finite("--segment-seconds", args.segment_seconds, "0: one stream per utterance")
 
 
 # ------------------------------------------------------------------ encode
@@ -167,7 +163,7 @@ def encode_format(fmt: str | None, output: str | None, n_inputs: int) -> str:
     """--format, or the one implied by the suffix of `-o FILE` (vqa by default).
 
     A suffix that names another kind of file is refused (`-o x.npy` must not hold .vqa bytes)."""
-    if output is None or n_inputs != 1 or Path(output).is_dir() or output.endswith(("/", "\\")):
+    if output is None or n_inputs != 1 or names_a_directory(output):
         return fmt or "vqa"
     name, suffix = output.lower(), Path(output).suffix.lower()
     kinds = {".vqa": ("vqa",), ".json": ("json",), ".npy": ("npy", "embeddings")}
@@ -185,8 +181,7 @@ def run_encode(args: argparse.Namespace) -> int:
     from ..audio import AUDIO_EXTENSIONS
     from ..inference import encode_file, guess_speaker, safe_write
 
-    if not (args.chunk_seconds >= 0 and math.isfinite(args.chunk_seconds)):
-        raise CLIError(f"--chunk-seconds must be >= 0 and finite (0: the whole file at once), got {args.chunk_seconds}")
+    check_nonneg_finite("--chunk-seconds", args.chunk_seconds, "0: the whole file at once")
     args.format = encode_format(args.format, args.output, len(args.inputs))
     pairs = plan_outputs(args.inputs, args.output, AUDIO_EXTENSIONS, FORMATS[args.format])
     model = _load(args)

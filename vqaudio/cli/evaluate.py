@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import seed_arg
+from . import check_nonneg_finite, seed_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--seconds-per-utterance must be >= 0")
     if args.resynth_judge < 0:
         raise CLIError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
-    if not 0 <= args.temperature < float("inf"):
-        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
+    check_nonneg_finite("--temperature", args.temperature)
     from .codec import check_segment_seconds
 
     check_segment_seconds(args)

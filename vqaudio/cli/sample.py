@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from . import seed_arg
+from . import check_nonneg_finite, names_a_directory, seed_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def output_paths(out: str | Path, n: int) -> list[Path]:
     """-o gen.wav: one sample -> gen.wav; n > 1 -> gen_0.wav ... gen_{n-1}.wav."""
     from ..audio import output_format
 
-    if Path(out).is_dir() or str(out).endswith(("/", "\\")):  # -o DIR: DIR/sample.wav
+    if names_a_directory(out):  # -o DIR: DIR/sample.wav
         out = Path(out) / "sample.wav"
     out = Path(out)
     if out.suffix == "":
@@ -87,10 +87,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--top-k must be >= 0, got {args.top_k}")
     if not 0 < args.top_p <= 1:
         raise CLIError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if not 0 <= args.temperature < math.inf:
-        raise CLIError(f"--temperature must be >= 0 and finite, got {args.temperature}")
-    if not 0 <= args.decoder_temperature < math.inf:
-        raise CLIError(f"--decoder-temperature must be >= 0 and finite, got {args.decoder_temperature}")
+    check_nonneg_finite("--temperature", args.temperature)
+    check_nonneg_finite("--decoder-temperature", args.decoder_temperature)
     from .codec import check_segment_seconds
 
     check_segment_seconds(args)

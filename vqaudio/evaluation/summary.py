@@ -9,11 +9,6 @@ from . import metrics
 DITHER_FLOOR = 1e-3  # std of the white noise of the "original + noise" anchor: the recipes' training dither
 
 
-def _speaker(row: dict):
-    u = row.get("utt")
-    return getattr(u, "speaker", None) if u is not None else row.get("speaker")
-
-
 def mismatched_anchor(rows: list[dict], sr: int) -> dict:
     """Reference levels of the reconstruction metrics, so that a number can be read against them.
 
@@ -34,7 +29,7 @@ def mismatched_anchor(rows: list[dict], sr: int) -> dict:
     pairs, same = [], 0
     for i, r in enumerate(rows if n > 1 else []):
         others = [rows[(i + k) % n] for k in range(1, n)]
-        match = next((o for o in others if _speaker(o) is not None and _speaker(o) == _speaker(r)), None)
+        match = next((o for o in others if o["utt"].speaker == r["utt"].speaker), None)
         same += match is not None
         pairs.append((r["crop"], (match or others[0])["crop"]))
     rng = np.random.default_rng(0)
