@@ -4,6 +4,7 @@ exactly; two DDP ranks (gloo on CPU) end with identical codebooks."""
 import csv
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,7 @@ def test_sigkill_then_resume_continues_exactly(tmp_path):
             break
         time.sleep(0.05)
     assert p.poll() is None, "training finished before it could be killed"
+    assert last.exists(), "no checkpoint within 300 s (a starved machine?)"
     p.send_signal(signal.SIGKILL)
     p.wait()
     step_at_kill = _ckpt_step(last)  # the checkpoint left behind is complete and loadable
@@ -116,13 +118,21 @@ def test_rerun_with_more_steps_trains_longer_and_keeps_the_log(tmp_path):
     """A finished run rerun with a larger train.max_steps continues from its checkpoint (a warm restart of
     the cosine schedule, recomputed for the new end) and appends to its metrics.csv."""
     corpus = make_corpus(tmp_path / "c")
+    first = tmp_path / "first"
+    # 4 steps with a checkpoint every 3: the last checkpoint is still the final step, not step 3
+    r = subprocess.run(train_cmd(corpus, first, "train.max_steps=4", "train.ckpt_every=3", "train.lr_schedule=cosine"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _ckpt_step(first / "checkpoints" / "last.ckpt") == 4
+    # the run directory moved elsewhere, then rerun there with more steps
     out = tmp_path / "run"
-    for steps in (4, 8):
-        r = subprocess.run(train_cmd(corpus, out, f"train.max_steps={steps}", "train.ckpt_every=100",
-                                     "train.lr_schedule=cosine"),
-                           capture_output=True, text=True, env=ENV, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
+    shutil.copytree(first, out)
+    r = subprocess.run(train_cmd(corpus, out, "train.max_steps=8", "train.ckpt_every=3", "train.lr_schedule=cosine"),
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming from" in r.stderr and "will be deleted" not in r.stderr
+    # one checkpoint name, overwritten: no last-v1.ckpt that a later resume would not read
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last.ckpt"]
     assert _ckpt_step(out / "checkpoints" / "last.ckpt") == 8
     assert _logged_steps(out) == list(range(8))
     with open(out / "logs" / "metrics.csv", newline="") as f:

@@ -111,6 +111,20 @@ class Throughput(Callback):
         pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"])
 
 
+class _LastCheckpoint(ModelCheckpoint):
+    """`last.ckpt` always holds the run's final step, under that one name.
+
+    Lightning's own end-of-training save is skipped once any checkpoint was
+    written, so a max_steps that is not a multiple of ckpt_every left the
+    checkpoint behind the exported model; and its version counter wrote
+    `last-v1.ckpt` beside a `last.ckpt` from before a run directory was moved,
+    so the next resume went back to the older one."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def last_checkpoint(out: Path) -> Path | None:
     p = out / "checkpoints" / "last.ckpt"
     return p if p.exists() else None
@@ -127,9 +141,9 @@ def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_cal
     devices: Any = tcfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
-    ckpt = ModelCheckpoint(
+    ckpt = _LastCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=tcfg.ckpt_every,
-        save_on_train_epoch_end=False,
+        save_on_train_epoch_end=False, enable_version_counter=False,
     )
     return L.Trainer(
         default_root_dir=str(out),
