@@ -284,3 +284,98 @@ def test_sample_into_a_directory(tmp_path):
     assert output_paths(tmp_path / "out", 1) == [tmp_path / "out" / "sample.wav"]
     assert output_paths(str(tmp_path / "new") + "/", 2) == [tmp_path / "new" / "sample_0.wav", tmp_path / "new" / "sample_1.wav"]
     assert output_paths(tmp_path / "gen", 1) == [tmp_path / "gen.wav"]
+
+
+def test_edge_cases_a_second_review_found(env, capsys, tmp_path):
+    """Outputs never replace a recording, a prompt, a symlink or a device; directory scans follow linked
+    folders and skip embeddings; empty codes, bad numbers and files given as folders are one-line errors."""
+    import os
+    import threading
+
+    from vqaudio.audio import atomic_write
+
+    m = str(env / "model")
+    short = env / "short.wav"
+    # `-o x.wav` on encode would have overwritten a recording with codes
+    victim = tmp_path / "victim.wav"
+    victim.write_bytes(short.read_bytes())
+    user_error(capsys, ["encode", str(short), "-m", m, "-o", str(victim)], "encode writes codes, not audio")
+    assert victim.read_bytes() == short.read_bytes()
+    # several inputs and -o naming a file: refused, not made into a directory called multi.npy
+    user_error(capsys, ["encode", str(short), str(env / "corpus" / "b.ogg"), "-m", m, "-o", str(tmp_path / "multi.npy")],
+               "give a directory")
+    assert not (tmp_path / "multi.npy").exists()
+    # a symlinked output keeps its link; the target gets the new file
+    (tmp_path / "target.vqa").write_bytes(b"old")
+    (tmp_path / "link.vqa").symlink_to(tmp_path / "target.vqa")
+    assert main(["encode", str(short), "-m", m, "-o", str(tmp_path / "link.vqa")]) == 0
+    assert (tmp_path / "link.vqa").is_symlink() and C.read(tmp_path / "target.vqa").frames == 25
+    # a FIFO (like /dev/null or /dev/stdout) is written through, not replaced by a regular file
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write(fifo, lambda p: Path(p).write_bytes(b"through"))
+    reader.join(10)
+    assert got == [b"through"] and fifo.is_fifo()
+    # `-o` under a path whose "folder" is a file says so
+    user_error(capsys, ["encode", str(short), "-m", m, "-o", str(victim / "x.vqa")], "Not a directory")
+    # sample would have overwritten its prompt
+    user_error(capsys, ["sample", "-m", m, "--prompt", str(victim), "-o", str(victim)], "overwrite the prompt")
+    # a directory scan follows a symlinked folder, reads other containers (.caf), and decode skips .emb.npy
+    real = tmp_path / "real" / "spk"
+    real.mkdir(parents=True)
+    sf.write(real / "a.caf", tone(800, 16000), 16000, format="CAF")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "linked").symlink_to(real, target_is_directory=True)
+    (tree / "loop").symlink_to(tree, target_is_directory=True)  # a cycle ends
+    assert main(["encode", str(tree), "-m", m, "-o", str(tmp_path / "codes")]) == 0
+    assert [p.relative_to(tmp_path / "codes").as_posix() for p in sorted((tmp_path / "codes").rglob("*.vqa"))] == [
+        "linked/a.vqa"]
+    assert main(["encode", str(tree), "-m", m, "-o", str(tmp_path / "codes"), "--format", "embeddings"]) == 0
+    assert main(["decode", str(tmp_path / "codes"), "-m", m, "--backend", "torch"]) == 0
+    assert sorted(p.name for p in (tmp_path / "codes" / "linked").iterdir()) == ["a.decoded.wav", "a.emb.npy", "a.vqa"]
+    user_error(capsys, ["decode", str(tmp_path / "codes" / "linked" / "a.emb.npy"), "-m", m], "holds embeddings")
+    # codes with no frames, a one-sample recording, a non-audio file's message, -o without a suffix
+    np.save(tmp_path / "empty.npy", np.zeros((1, 0), np.int64))
+    user_error(capsys, ["decode", str(tmp_path / "empty.npy"), "-m", m], "no codes (0 frames)")
+    sf.write(tmp_path / "one.wav", np.full(1, 0.1, np.float32), 44100)
+    user_error(capsys, ["encode", str(tmp_path / "one.wav"), "-m", m], "too short")
+    (tmp_path / "text.wav").write_text("hello")
+    assert main(["encode", str(tmp_path / "text.wav"), "-m", m]) == 2
+    assert "b'" not in capsys.readouterr().err  # libsndfile's words, not the bytes path
+    assert main(["decode", str(tmp_path / "target.vqa"), "-m", m, "--backend", "torch", "-o", str(tmp_path / "take1")]) == 0
+    assert sf.info(tmp_path / "take1.wav").frames == 400
+    # evaluate's numbers and --data
+    user_error(capsys, ["evaluate", "-m", m, "--data", str(env / "corpus"), "--batch-size", "0"], "--batch-size")
+    user_error(capsys, ["evaluate", "-m", m, "--data", str(env / "corpus"), "--nll-seconds", "-1"], "--nll-seconds")
+    user_error(capsys, ["evaluate", "-m", m, "--data", str(short)], "is a file")
+    # the API refuses what the CLI refuses
+    model = vqaudio.load_model(m)
+    codes = C.read(tmp_path / "target.vqa").codes
+    for kw in ({"temperature": float("nan")}, {"temperature": -1.0}, {"temperature": float("inf")}, {"length": -5}):
+        with pytest.raises(ValueError):
+            model.decode(codes, **kw)
+    # train without arguments names only the missing one
+    with pytest.raises(SystemExit):
+        main(["train"])
+    err = capsys.readouterr().err
+    assert "required: what" in err and "overrides" not in err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_help_needs_no_torch_and_a_closed_pipe_is_quiet(env):
+    code = "import sys, vqaudio, vqaudio.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "False", r.stderr[-2000:]
+    # `vqaudio info | head -0`: the reader has gone before anything is written
+    import os
+
+    rfd, wfd = os.pipe()
+    os.close(rfd)
+    p = subprocess.run([sys.executable, "-m", "vqaudio", "info", "-m", str(env / "model")], stdout=wfd,
+                       stderr=subprocess.PIPE, timeout=300)
+    os.close(wfd)
+    assert p.returncode == 141 and p.stderr == b"", p.stderr[-2000:]

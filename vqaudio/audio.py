@@ -7,7 +7,9 @@ inference cannot drift apart.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,9 @@ import torch
 
 from .errors import VQAudioError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".mp3")
+# what a directory scan picks up: the containers libsndfile reads (single files of any readable format work too)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".aifc", ".au", ".snd", ".caf", ".w64",
+                    ".rf64", ".mp3")
 
 
 class AudioError(VQAudioError, ValueError):
@@ -97,6 +101,11 @@ def _fs(path: str | os.PathLike) -> bytes:
     return os.fsencode(path)
 
 
+def _why(e: Exception) -> str:
+    """libsndfile's own words (its exception's str shows the path as bytes, since _fs passes bytes)."""
+    return getattr(e, "error_string", None) or str(e)
+
+
 def _open_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     p = Path(path)
     if not p.exists():
@@ -106,7 +115,7 @@ def _open_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     try:
         return sf.info(_fs(p))
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise NotAudioError(f"{p} is not a readable audio file ({e})") from None
+        raise NotAudioError(f"{p} is not a readable audio file ({_why(e)})") from None
 
 
 def info(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -124,7 +133,7 @@ def load(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.nd
     try:
         data, sr = sf.read(_fs(path), dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
+        raise NotAudioError(f"{path} is not a readable audio file ({_why(e)})") from None
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     check_samples(wav, str(path))
     if sample_rate is not None and sample_rate != sr:
@@ -137,7 +146,7 @@ def load_segment(path: str | os.PathLike, start: int, stop: int) -> np.ndarray:
     try:
         data, _ = sf.read(_fs(path), start=start, stop=stop, dtype="float32", always_2d=True)  # (t, C)
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
+        raise NotAudioError(f"{path} is not a readable audio file ({_why(e)})") from None
     return np.ascontiguousarray(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
 
 
@@ -170,7 +179,7 @@ def stream(path: str | os.PathLike, sample_rate: int, block_seconds: float = 30.
                 if last:
                     break
     except (sf.LibsndfileError, RuntimeError) as e:
-        raise NotAudioError(f"{path} is not a readable audio file ({e})") from None
+        raise NotAudioError(f"{path} is not a readable audio file ({_why(e)})") from None
 
 
 AUDIO_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # what `save` writes, by file suffix
@@ -197,9 +206,25 @@ def save(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rate: i
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call `write(tmp_path)` then rename to `path`; never leaves a half file at `path`."""
+    """Call `write(tmp_path)` then rename to `path`; never leaves a half file at `path`.
+
+    A symlink keeps pointing where it did (its target is replaced); a path that is no
+    regular file (/dev/null, a FIFO, a terminal) is written through, since renaming
+    onto it would replace the device with a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = os.stat(path)  # follows symlinks
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        write(str(path))
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file where a folder of the path should be
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     umask = os.umask(0)
@@ -217,11 +242,25 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 def find_audio(root: str | os.PathLike) -> list[Path]:
-    """Audio files under a directory, sorted (hidden files skipped)."""
-    root = Path(root)
-    return sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    )
+    """Audio files under a directory, sorted (hidden files skipped; symlinked folders followed once)."""
+    return sorted(p for p in walk_files(root) if p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def walk_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Non-hidden files under `root`, following symlinked folders (each real folder visited once,
+    so a link cycle ends); Path.rglob on Python 3.11 does not descend into linked folders."""
+    seen: set[str] = set()
+    for d, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        for f in files:
+            p = Path(d) / f
+            if not f.startswith(".") and p.is_file():
+                yield p
 
 
 # ------------------------------------------------------------------ μ-law

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
+# The decode default (API and CLI), here so the CLI's help needs no torch; see the README's performance section.
+DEFAULT_SEGMENT_SECONDS = 1.0
+
 T = TypeVar("T")
 
 

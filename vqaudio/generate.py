@@ -111,6 +111,8 @@ def sample_codes(
         raise ValueError("frames must be >= 0")
     if not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be >= 0 and finite, got {temperature}")
     was_training = prior.training
     prior.eval()
     device = next(prior.parameters()).device

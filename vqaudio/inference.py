@@ -175,8 +175,10 @@ def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DE
                 model, audio.stream(path, model.sample_rate, block_seconds), chunk_frames_for(model, chunk_seconds),
                 n_q, on_samples=(lambda k: bar.update(k / model.sample_rate)) if bar is not None else None,
             )
-    except audio.EmptyAudioError:
-        raise audio.EmptyAudioError(f"{path} is empty (0 samples)") from None
+    except audio.EmptyAudioError:  # n > 0 samples that resample to none at the model rate
+        raise audio.EmptyAudioError(
+            f"{path} is too short: {n} sample{'s' if n > 1 else ''} at {sr} Hz is less than one at {model.sample_rate} Hz"
+        ) from None
     finally:
         if bar is not None:
             bar.close()
@@ -219,15 +221,7 @@ def writing(path: str | os.PathLike) -> Iterator[None]:
 def safe_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """audio.atomic_write (temp file + rename), with OS failures as OutputError."""
     with writing(path):
-        audio.atomic_write(path, write)
-        _umask_mode(path)
-
-
-def _umask_mode(path: str | os.PathLike) -> None:
-    # atomic_write's temp file is created 0600 (mkstemp); give outputs the usual umask mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+        audio.atomic_write(path, write)  # gives the file the usual umask mode
 
 
 def decode_to_file(model, codes, out: str | os.PathLike, speaker: str | int | None = None, seed: int = 0,
@@ -239,5 +233,4 @@ def decode_to_file(model, codes, out: str | os.PathLike, speaker: str | int | No
                        backend=backend, length=length, progress=progress, segment_seconds=segment_seconds)  # (T,)
     with writing(out):
         audio.save(out, wav, model.sample_rate)
-        _umask_mode(out)
     return wav

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,18 @@ def _verbose_everywhere(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, so a reader that has left surfaces below and not at exit
+    except BrokenPipeError:  # `vqaudio info | head`: the reader left; not an error
+        # stdout's buffer cannot be flushed any more: point it at /dev/null so exit stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _main(argv: list[str] | None) -> int:
     from ..errors import VQAudioError
 
     for stream in (sys.stdout, sys.stderr):  # print file names that are not valid UTF-8 as their bytes, like ls
@@ -85,24 +98,28 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="surrogateescape")
         except (AttributeError, ValueError):
             pass
-    parser = build_parser()
-    # Commands taking `key=value` overrides accept them anywhere on the line
-    # (argparse alone would refuse them after an option such as --config).
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = list(args.overrides or []) + extra
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0 if args.command is None else EXIT_USER_ERROR
+    verbose = "--verbose" in (sys.argv[1:] if argv is None else argv)  # until the line is parsed
     try:
+        parser = build_parser()
+        # Commands taking `key=value` overrides accept them anywhere on the line
+        # (argparse alone would refuse them after an option such as --config).
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.overrides = list(args.overrides or []) + extra
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0 if args.command is None else EXIT_USER_ERROR
+        verbose = args.verbose
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while torch is still importing
         print("vqaudio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise  # main's
     except (VQAudioError, CLIError, OSError) as e:
-        if args.verbose:
+        if verbose:
             raise
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.strerror}: {e.filename}"
         print(f"vqaudio: error: {msg}", file=sys.stderr)

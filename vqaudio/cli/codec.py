@@ -25,7 +25,7 @@ def _decoding(p: argparse.ArgumentParser) -> None:
 
 
 def segment_option(p: argparse.ArgumentParser) -> None:
-    from ..segmented import DEFAULT_SEGMENT_SECONDS
+    from ..config import DEFAULT_SEGMENT_SECONDS
 
     p.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS, metavar="S",
                    help=f"generate each utterance as segments of S seconds, all at once: faster on several cores "
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], suffix: str,
                  kind: str = "audio") -> list[tuple[Path, Path]]:
     """(source, destination) pairs. Directories are searched and mirrored under -o."""
-    from ..audio import AudioFileNotFoundError, find_audio, output_format
+    from ..audio import AUDIO_EXTENSIONS, AudioFileNotFoundError, find_audio, output_format, walk_files
     from ..codes import CodesFileNotFoundError
 
     missing = AudioFileNotFoundError if kind == "audio" else CodesFileNotFoundError
@@ -80,7 +80,8 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
         if p.is_dir():
             any_dir = True
             files = find_audio(p) if kind == "audio" else sorted(
-                f for f in p.rglob("*") if f.suffix.lower() in exts and f.is_file() and not f.name.startswith(".")
+                # `encode --format embeddings` writes X.emb.npy beside X.vqa: z_q, not codes
+                f for f in walk_files(p) if f.suffix.lower() in exts and not f.name.lower().endswith(".emb.npy")
             )
             if not files:
                 raise CLIError(f"no {kind} files under {p}")
@@ -91,6 +92,9 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
     out = Path(output) if output else None
     if out is not None and not single and out.exists() and not out.is_dir():
         raise CLIError(f"-o {out} must be a directory when there are several inputs")
+    if (out is not None and not single and not out.exists() and not names_a_directory(output)
+            and out.suffix.lower() in AUDIO_EXTENSIONS + CODES_EXTENSIONS):
+        raise CLIError(f"-o {out} names a file, but there are several inputs: give a directory (end it with /)")
     pairs = []
     for src, rel in sources:
         name = rel.stem
@@ -98,6 +102,8 @@ def plan_outputs(inputs: list[str], output: str | None, exts: tuple[str, ...], s
             dst = src.with_name(name + suffix)
         elif single and not names_a_directory(output):
             dst = out
+            if suffix.endswith(".wav") and not dst.suffix:  # `-o take1`: a WAV, as `sample -o take1` writes
+                dst = dst.with_name(dst.name + ".wav")
         else:
             dst = out / rel.parent / (name + suffix)
         pairs.append((src, dst))
@@ -163,9 +169,13 @@ def encode_format(fmt: str | None, output: str | None, n_inputs: int) -> str:
     """--format, or the one implied by the suffix of `-o FILE` (vqa by default).
 
     A suffix that names another kind of file is refused (`-o x.npy` must not hold .vqa bytes)."""
+    from ..audio import AUDIO_EXTENSIONS
+
     if output is None or n_inputs != 1 or names_a_directory(output):
         return fmt or "vqa"
     name, suffix = output.lower(), Path(output).suffix.lower()
+    if suffix in AUDIO_EXTENSIONS:  # `-o x.wav` would overwrite a recording with codes
+        raise CLIError(f"-o {output}: encode writes codes, not audio (use a .vqa, .npy or .json name)")
     kinds = {".vqa": ("vqa",), ".json": ("json",), ".npy": ("npy", "embeddings")}
     if fmt is None:
         return "embeddings" if name.endswith(".emb.npy") else kinds.get(suffix, ("vqa",))[0]
@@ -248,6 +258,8 @@ def load_codes(path: Path, model):
         except (OSError, ValueError) as e:
             raise C.CodesError(f"{path} is not a readable .npy codes array ({e})") from None
         arr = arr[None] if arr.ndim == 1 else arr
+        if arr.ndim == 2 and arr.dtype.kind == "f" and path.name.lower().endswith(".emb.npy"):
+            raise C.CodesError(f"{path} holds embeddings (z_q, from encode --format embeddings), not codes")
         if arr.ndim != 2 or arr.dtype.kind not in "iu":
             raise C.CodesError(f"{path}: expected integer codes of shape (n_q, frames), got {arr.dtype} {arr.shape}")
         header = C.make_header(model, arr.shape[1], arr.shape[0], arr.shape[1] * model.hop_length)
@@ -268,6 +280,8 @@ def run_decode(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path, progress: bool) -> str:
         cf = load_codes(src, model)
+        if cf.codes.shape[-1] == 0:
+            raise C.CodesError(f"{src} holds no codes (0 frames): nothing to decode")
         C.check_model(cf, model, force=args.force)
         speaker = args.speaker or (cf.speaker if cf.speaker in model.speakers else None)
         decode_to_file(model, cf.codes, dst, speaker=speaker, seed=args.seed, temperature=args.temperature,

@@ -54,10 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_utterances < 1:
         raise CLIError("--max-utterances must be at least 1")
-    if args.seconds_per_utterance < 0:
-        raise CLIError("--seconds-per-utterance must be >= 0")
     if args.resynth_judge < 0:
         raise CLIError(f"--resynth-judge must be >= 0, got {args.resynth_judge}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.stats_utterances < 1:
+        raise CLIError(f"--stats-utterances must be at least 1, got {args.stats_utterances}")
+    check_nonneg_finite("--seconds-per-utterance", args.seconds_per_utterance, "0: whole")
+    check_nonneg_finite("--nll-seconds", args.nll_seconds, "0: the whole crop")
     check_nonneg_finite("--temperature", args.temperature)
     from .codec import check_segment_seconds
 

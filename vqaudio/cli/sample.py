@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from . import check_nonneg_finite, names_a_directory, seed_arg
+from . import CLIError, check_nonneg_finite, names_a_directory, seed_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_segment_seconds(args)
     outputs = output_paths(args.output, args.n)  # a bad file name fails now, not after sampling
+    if args.prompt and any(Path(args.prompt).resolve() == o.resolve() for o in outputs):
+        raise CLIError(f"output would overwrite the prompt {args.prompt}")
 
     import torch
 
     from ..audio import save
     from ..generate import require_prior, sample_codes
     from ..hub import load_model
-    from ..inference import _umask_mode, writing
+    from ..inference import writing
 
     model = load_model(args.model)
     prior = require_prior(model)
@@ -123,17 +125,17 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     try:
         codes = sample_codes(prior, frames, batch=args.n, speaker=spk, prompt=prompt, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, progress=True)  # (N, n_q, P+F)
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                             progress=sys.stderr.isatty())  # (N, n_q, P+F)
     finally:
         torch.set_num_threads(threads)
     if spk is None and model.speakers:
         print(f"decoding with the model's first speaker ({model.speakers[0]}); choose with --speaker",
               file=sys.stderr)
     wav = model.decode(codes.cpu(), speaker=speaker, seed=args.seed, temperature=args.decoder_temperature,
-                       backend=args.backend, progress=True, segment_seconds=args.segment_seconds)  # (N, T)
+                       backend=args.backend, progress=sys.stderr.isatty(), segment_seconds=args.segment_seconds)  # (N, T)
     for path, w in zip(outputs, wav):
         with writing(path):
             save(path, w, model.sample_rate)
-            _umask_mode(path)
         print(f"wrote {path} ({w.shape[-1] / model.sample_rate:.2f} s)", file=sys.stderr)
     return 0

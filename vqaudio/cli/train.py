@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="YAML config (recipes/<corpus>/*.yaml)")
     p.add_argument("--vqvae", help="prior only: the trained VQ-VAE model directory to add the prior to")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has a checkpoint")
-    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    p.add_argument("overrides", nargs="*", default=[], help="section.key=value overrides")
     p.set_defaults(func=run)
 
 

@@ -48,6 +48,8 @@ class Corpus:
 def open_corpus(root: str | Path, model_speakers: list[str]) -> Corpus:
     """Read a prepared corpus or a raw VCTK folder (see module doc)."""
     root = Path(root)
+    if root.is_file():
+        raise EvaluationError(f"{root} is a file: --data takes a corpus folder (a prepared corpus, VCTK, or audio files)")
     if not root.is_dir():
         raise EvaluationError(f"no such corpus directory: {root}")
     if (root / "manifest.jsonl").is_file():

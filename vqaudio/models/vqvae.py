@@ -175,6 +175,10 @@ class VQVAE(nn.Module):
             raise ValueError(f"codes have {codes.shape[1]} codebooks, the model has {self.n_q}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise ValueError(f"codes must lie in [0, {self.codebook_size})")
+        if not 0 <= temperature < float("inf"):  # NaN too: it would decode to full-scale DC
+            raise ValueError(f"temperature must be >= 0 and finite, got {temperature}")
+        if length is not None and length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
         codes = codes.long().to(self.device)
         B, _, Fr = codes.shape
         T = min(length, Fr * self.hop_length) if length is not None else Fr * self.hop_length
