@@ -24,7 +24,21 @@ _LAZY = {
     "VQVAEOutput": ".models.vqvae",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "EncoderConfig",
+    "PriorConfig",
+    "QuantizerConfig",
+    "SpeakerInfo",
+    "VQVAE",
+    "VQVAEConfig",
+    "VQVAEOutput",
+    "WaveNetConfig",
+    "fingerprint",
+    "load_model",
+    "prune",
+    "save_model",
+]
+assert sorted(__all__) == sorted(_LAZY)
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .codebook import prune
@@ -43,4 +57,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted((set(globals()) - {"Any", "TYPE_CHECKING", "annotations", "importlib"}) | set(_LAZY))

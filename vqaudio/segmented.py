@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import DEFAULT_SEGMENT_SECONDS  # noqa: F401 (re-exported: the API's default)
+
 CROSSFADE_SAMPLES = 256  # 16 ms at 16 kHz: short enough to hide a seam, long enough not to click
 WAVE_STREAMS = 32  # streams per backend call: 16 per core on 2 cores, where the fast kernel's rate levels off
 

@@ -77,8 +77,6 @@ def prompt_codes(model, path: str, force: bool = False):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import CLIError
-
     if not args.seconds > 0:
         raise CLIError(f"--seconds must be > 0, got {args.seconds}")
     if args.n < 1:
