@@ -9,6 +9,8 @@ machine gives), × real time, and the ratio of the achieved FLOP rate to an
 sgemm measured in the same run. FLOPs per sample = the matrix products of one
 step with the conditioning precomputed (fused dilated conv, residual and skip
 products, the two head products); gates, sampling and bias adds are not counted.
+One stream runs on two threads (`kernel.run_split`, the default where two
+cores are free) and, in the "one thread" row, on one (`run_group`).
 The first-call numba compile time is measured in a subprocess with an empty cache.
 
 The last rows time what a user waits for: `model.decode` of one utterance of
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 
+import numba
 import torch
 
 import vqaudio
@@ -142,6 +145,7 @@ def main() -> None:
         ("torch cached reference (WaveNet.generate)", 1, args.torch_samples),
         ("torch cached reference (WaveNet.generate)", 8, args.torch_samples // 2),
         ("torch cached reference (WaveNet.generate)", 32, args.torch_samples // 4),
+        ("fast (numba), one thread", 1, int(args.seconds * sr)),
         ("fast (numba)", 1, int(args.seconds * sr)),
         ("fast (numba)", 8, int(args.seconds * sr)),
         ("fast (numba)", 32, int(args.seconds * sr / 2)),
@@ -151,8 +155,11 @@ def main() -> None:
             wall, cpu = timed(lambda z=z, spk=spk, u=u, T=T: naive_generate(net, z, spk, u, T))
         elif method.startswith("torch"):
             wall, cpu = timed(lambda z=z, spk=spk, u=u, T=T: net.generate(z, spk, u, 1.0, length=T))
-        else:
+        else:  # one stream: two threads (`kernel.run_split`) unless numba may use only one
+            threads = numba.get_num_threads()
+            numba.set_num_threads(1 if "one thread" in method else threads)
             wall, cpu = timed(lambda z=z, spk=spk, u=u, T=T: fast_generate(net, z, spk, u, 1.0, length=T))
+            numba.set_num_threads(threads)
         n = streams * T
         rate = n / wall
         rows.append((method, streams, n, rate, n / cpu, rate / sr, rate * fps / 1e9 / gemm))

@@ -127,6 +127,54 @@ def test_streams_are_independent():
     assert torch.equal(batch[3:4], one)
 
 
+@pytest.mark.parametrize("kernel_size", [2, 3])
+@pytest.mark.parametrize("upsample", ["repeat", "transposed"])
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_one_stream_on_two_cores_is_bit_exact(monkeypatch, output, upsample, kernel_size):
+    """`kernel.run_split` (one stream, two threads) gives the one-thread kernel's samples and logits bit for
+    bit, also when the chooser switches between the two from chunk to chunk (the state carries over)."""
+    net = make_net(output, upsample, 3, kernel_size)
+    z, spk, u = inputs(net, 1, frames=30)
+    # the same chunks in both runs: torch's conditioning product may round differently with its width
+    monkeypatch.setattr(fastgen, "CHUNK", 3 * HOP)
+    monkeypatch.setattr(fastgen, "BIAS_BYTES", 6 * 16 * 4 * 5)  # transposed: 5 samples per call
+    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: False)
+    one, logits_one = generate_with_logits(net, z, spk, u, 0.9)
+    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: B == 1)  # whatever the machine's cores
+    picks = iter([True, True, False, True, False, False] * 100)
+    monkeypatch.setattr(fastgen._SplitChooser, "pick", lambda self: next(picks))
+    calls = []
+    run_split = fastgen.kernel.run_split
+    monkeypatch.setattr(fastgen.kernel, "run_split", lambda *a: calls.append(a[0]) or run_split(*a))
+    two, logits_two = generate_with_logits(net, z, spk, u, 0.9)
+    assert calls.count(0) > 3 and calls.count(1) == calls.count(0)
+    assert torch.equal(one, two) and torch.equal(logits_one, logits_two)
+    if output == "mulaw":
+        assert mu_law_encode(two).unique().numel() > 20  # not stuck: the comparison means something
+
+
+def test_split_chooser_falls_back_to_one_thread_only_when_two_stall():
+    ch = fastgen._SplitChooser()
+    for _ in range(20):  # idle machine: a few stalls per chunk, two threads throughout
+        assert ch.pick() is True
+        ch.record(True, 38000.0, stalls=5, steps=4096)
+    assert ch.pick() is True
+    ch.record(True, 9000.0, stalls=3000, steps=4096)  # a busy core: the parts wait for each other
+    assert ch.pick() is False  # one-thread probe...
+    ch.record(False, 5000.0, cold=True)  # ...whose first call only loaded the kernel: not a speed
+    assert ch.pick() is False
+    ch.record(False, 25000.0)  # one thread wins: kept for PROBE_EVERY chunks, then two are tried again
+    picks = [ch.pick() for _ in range(fastgen._SplitChooser.PROBE_EVERY + 1)]
+    assert picks == [False] * fastgen._SplitChooser.PROBE_EVERY + [True]
+    ch.record(True, 20000.0, stalls=500, steps=4096)  # still stalling, but now two threads win the probe
+    assert ch.pick() is False
+    ch.record(False, 15000.0)
+    picks = [ch.pick() for _ in range(fastgen._SplitChooser.PROBE_EVERY)]
+    for p in picks:  # kept without probing, stalls or not
+        ch.record(p, 20000.0, stalls=500, steps=4096)
+    assert picks == [True] * fastgen._SplitChooser.PROBE_EVERY
+
+
 def test_first_slow_call_says_it_is_compiling(monkeypatch, capsys):
     """A first kernel call that outlasts the notice delay (numba compiling) prints one line; later calls none."""
     net = make_net()
@@ -138,6 +186,7 @@ def test_first_slow_call_says_it_is_compiling(monkeypatch, capsys):
         return run_group(*args)
 
     monkeypatch.setattr(fastgen.kernel, "run_group", slow)
+    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: False)  # one stream on one thread: run_group
     monkeypatch.setattr(fastgen, "COMPILE_NOTICE_S", 0.05)
     monkeypatch.setattr(fastgen, "_warm", False)
     generate(net, z, spk, u, 1.0)

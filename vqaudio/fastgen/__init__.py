@@ -25,8 +25,10 @@ Exact refactorings done here, once per call:
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -42,6 +44,7 @@ CHUNK = 4096  # samples per kernel call (progress granularity)
 BIAS_BYTES = 1 << 26  # cap on the per-chunk conditioning biases, bytes
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), created on first multi-stream call
 _warm = False  # has a kernel call returned in this process?
+_loaded: set[str] = set()  # kernels one-stream generation has called in this process (the first call loads them)
 COMPILE_NOTICE_S = 3.0  # a first call slower than this is compiling: say so instead of looking hung
 
 
@@ -110,6 +113,81 @@ def pack_weights(decoder: WaveNet) -> dict:
         bh2=_np(decoder.head2.bias),
         ring_rows=max(1, int(rows.sum())),
     )
+
+
+def split_weights(w: dict, cfg) -> list[dict]:
+    """The two parts' weights of `kernel.run_split` (one stream on two cores), from `pack_weights`.
+
+    Part p gets gate pairs [lo, hi) of every layer's dilated conv (its filter
+    columns, then its gate columns) and logit columns [c0, c1); part 0 the
+    residual weights, part 1 the skip weights (both get both arrays: one
+    signature).
+    """
+    R, H = cfg.residual_channels, cfg.gate_channels // 2
+    C = w["wh2"].shape[1]
+    parts = []
+    for lo, hi, c0, c1 in ((0, H // 2, 0, C // 2), (H // 2, H, C // 2, C)):
+        gcols = np.concatenate([np.arange(lo, hi), H + np.arange(lo, hi)]).astype(np.int64)
+        parts.append(dict(
+            wc=np.ascontiguousarray(w["wc"][:, :, gcols]),  # (L, K·R, 2·(hi - lo))
+            gcols=gcols, lo=lo,
+            wr=np.ascontiguousarray(w["wrs"][:, :, :R]),  # (L, H, R)
+            ws=np.ascontiguousarray(w["wrs"][:, :, R:]),  # (L, H, S)
+            wh2=np.ascontiguousarray(w["wh2"][:, c0:c1]), c0=c0,
+        ))
+    return parts
+
+
+def _split(B: int, cfg) -> bool:
+    """Generate one stream on two cores (`kernel.run_split`)? Only with two cores to spare: the parts spin-wait."""
+    if B != 1 or cfg.gate_channels < 4 or numba.get_num_threads() < 2:
+        return False
+    try:
+        return len(os.sched_getaffinity(0)) >= 2
+    except AttributeError:  # not on Linux
+        return (os.cpu_count() or 1) >= 2
+
+
+class _SplitChooser:
+    """One thread or two for the next chunk of a single stream.
+
+    The two-thread kernel is faster on an idle machine (1.2-1.3× here) but
+    much slower when another process keeps a core busy: each part then waits
+    through the time slices the other loses. The kernel counts those waits
+    ("stalls"). Two threads by default; after a chunk with stalls on more than
+    1 % of its steps, the next chunk runs on one thread, and whichever of the
+    two ran faster is kept for the next `PROBE_EVERY` chunks. Both kernels give
+    the same output bit for bit, so switching costs only a state copy.
+    """
+
+    PROBE_EVERY = 8
+
+    def __init__(self):
+        self.split_rate = 0.0
+        self.probe = False  # run the next chunk on one thread, to compare
+        self.keep = 0  # chunks left before the current choice is reconsidered
+        self.split = True
+
+    def pick(self) -> bool:
+        if self.probe:
+            return False
+        if self.keep > 0:
+            self.keep -= 1
+            return self.split
+        self.split = True
+        return True
+
+    def record(self, split: bool, samples_per_s: float, stalls: int = 0, steps: int = 1, cold: bool = False) -> None:
+        """The chunk just run; `cold`: the kernel's first call in this process (loading it), not a speed."""
+        if cold:
+            return
+        if split:
+            self.split_rate = samples_per_s
+            self.probe = self.keep == 0 and stalls * 100 > steps
+        else:
+            self.probe = False
+            self.split = self.split_rate >= samples_per_s
+            self.keep = self.PROBE_EVERY
 
 
 class _Conditioner:
@@ -196,6 +274,13 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
     logits = np.zeros((B, T, cfg.out_channels) if keep_logits else (0, 0, 0), np.float32)
     dec_table, feat_table = _tables(cfg)
     groups = max(1, min(B, numba.get_num_threads()))  # numba's thread count honours NUMBA_NUM_THREADS
+    chooser = _SplitChooser() if _split(B, cfg) else None
+    if chooser is not None:  # part 0 works on `ring` and `xprev`; part 1 on copies, refreshed when it rejoins
+        parts = split_weights(w, cfg)
+        ring1, xprev1 = ring[0].copy(), xprev.copy()
+        shared = [np.zeros((2, n), np.float32) for n in
+                  (cfg.gate_channels // 2, cfg.residual_channels, cfg.skip_channels, cfg.out_channels)]
+        prev_split = False
     bounds = np.linspace(0, B, groups + 1).round().astype(np.int64)
     # bias memory per chunk: (B, cols, L, G) float32; per-sample cols cost hop× more
     per_col = B * cond.L * cond.G * 4
@@ -220,13 +305,35 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
                 kernel.MULAW if cfg.output == "mulaw" else kernel.MOL, cfg.n_mixtures, float(temperature),
                 dec_table, feat_table, np.float32(cfg.quantization_channels - 1), logits,
             )
-            if groups == 1:
+            use_split = chooser is not None and chooser.pick()
+            if use_split:
+                if not prev_split:  # part 1's state is stale after one-thread chunks
+                    ring1[:], xprev1[:] = ring[0], xprev
+                sync = np.zeros(kernel.SYNC_SLOTS, np.int64)  # hand-off counters restart with each chunk
+                jobs = [(
+                    pp, t0, t1, col0, decoder.hop, cond.per_sample, bias, uni, out, rg, xp,
+                    sync, *shared, w["w_in"], w["b_in"], part["wc"], part["gcols"], part["lo"], w["dil"], w["off"],
+                    part["wr"], w["br"], part["ws"], w["bskip"], w["wh1"], w["bh1"], part["wh2"], part["c0"], w["bh2"],
+                    *args[-7:],
+                ) for pp, (part, rg, xp) in enumerate(zip(parts, (ring[0], ring1), (xprev, xprev1)))]
+                t_start = time.perf_counter()
+                other = _threads(1).submit(kernel.run_split, *jobs[1])
+                stalls = kernel.run_split(*jobs[0])
+                stalls += other.result()
+            elif groups == 1:
+                t_start = time.perf_counter()
                 kernel.run_group(0, B, *args)
             else:  # one group of streams per core; the kernel releases the GIL
                 pool = _threads(groups)
                 jobs = [pool.submit(kernel.run_group, int(bounds[g]), int(bounds[g + 1]), *args) for g in range(groups)]
                 for job in jobs:
                     job.result()
+            if chooser is not None:
+                name = "run_split" if use_split else "run_group"
+                chooser.record(use_split, (t1 - t0) / max(time.perf_counter() - t_start, 1e-9),
+                               stalls if use_split else 0, t1 - t0, cold=name not in _loaded)
+                _loaded.add(name)
+                prev_split = use_split
             if notice is not None:
                 notice.cancel()
                 notice, _warm = None, True

@@ -31,6 +31,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .sync import store_release, wait_for
+
 # FMA contraction and reassociation let LLVM vectorise the products; no
 # finite-math flags, so clamps and comparisons keep IEEE semantics.
 _FM = {"contract", "reassoc", "nsz", "arcp"}
@@ -301,3 +303,147 @@ def run_group(
                 out[bb, t] = x
                 # μ-law companding of the sample, as `input_feature` for MoL
                 xprev[bb] = np.float32(math.copysign(1.0, x)) * np.float32(math.log1p(mu * abs(x))) / log_mu if x != 0 else np.float32(0.0)
+
+
+# Slots of the int64 `sync` array of `run_split` (16 apart: one 128-byte line each).
+SYNC_SLOTS = 96
+_Z0, _H0, _Y1, _L0 = 0, 32, 48, 64  # z half of part p: _Z0 + 16p; logits half of part p: _L0 + 16p
+
+
+@njit(cache=True, fastmath=_FM, error_model="numpy", nogil=True)
+def run_split(
+    p, t0, t1, col0, hop, per_sample,  # part p (0 or 1) of one stream, steps [t0, t1)
+    bias, uni, out, ring, xprev,  # (1, cols, L, G) (1, T, 2) (1, T) this part's (rows, R) and (1,)
+    sync, zbuf, hbuf, ybuf, lbuf,  # (SYNC_SLOTS,) int64 zeros; (2, H) (2, R) (2, S) (2, C) shared, by parity
+    w_in, b_in, wc, gcols, lo, dil, off, wr, br, ws, bskip, wh1, bh1, wh2, c0, bh2,
+    kind, n_mix, temperature, dec_table, feat_table, mu, logits,
+):
+    """One stream on two cores: `run_group` for one stream, its work split between two threads.
+
+    Both threads call this with the same shared arrays, p = 0 and p = 1, and
+    their own part of the weights (`vqaudio.fastgen.split_weights`). Per layer,
+    part p computes gate pairs [lo, lo + Gp/2) of the dilated conv (`wc`: its
+    filter columns then its gate columns, biases `bias[..., gcols]`) into its
+    half of z; the halves are exchanged; then part 0 computes the residual
+    (`wr`) and hands it to part 1, while part 1 accumulates the skip sum
+    (`ws`). Part 1 computes the head's first layer and hands it over; each part
+    computes its columns [c0, c0 + wh2.shape[1]) of the logits; both draw the
+    same sample from the full logits. Every output value is computed by the
+    same products in the same order as in `run_group` (a product's columns do
+    not depend on each other), so the samples are bit for bit those of
+    `run_group`. Hand-offs are counters in `sync` (release/acquire) and
+    double-buffered arrays, so a writer never overwrites what the other part
+    has not read: 2 per layer and 2 per step.
+    """
+    keep_logits = logits.shape[0] > 0
+    L, KR, Gp = wc.shape
+    R = w_in.shape[0]
+    K = KR // R
+    Hp = Gp // 2
+    H = zbuf.shape[1]
+    S = ws.shape[2]
+    C = lbuf.shape[1]
+    Cp = wh2.shape[1]
+    q = 1 - p
+    h = np.empty((1, R), np.float32)  # the residual stream (both parts hold it: both need it for the conv)
+    a = np.empty((1, Gp), np.float32)
+    sk = np.empty((1, S), np.float32)  # skip sum (part 1)
+    y = np.empty((1, S), np.float32)
+    lgp = np.empty((1, Cp), np.float32)
+    cdf = np.empty(max(C, n_mix), np.float64)
+    e32 = np.empty(C, np.float32)
+    nbits = np.empty(C, np.int32)
+    blk = np.empty((C + 15) // 16, np.float32)
+    log_mu = np.float32(math.log1p(mu))
+    nz = 0  # hand-offs so far, per kind (both parts count alike)
+    nh = 0
+    ny = 0
+    nl = 0
+    stalls = 0  # waits that yielded the CPU: the count the caller uses to judge whether two threads pay
+    for t in range(t0, t1):
+        col = (t - col0) if per_sample else (t // hop - col0)
+        xp = xprev[0]
+        for i in range(R):
+            h[0, i] = xp * w_in[i] + b_in[i]
+        for i in range(S):
+            sk[0, i] = bskip[i]
+        for layer in range(L):
+            d = dil[layer]
+            n = (K - 1) * d
+            base = off[layer]
+            for o in range(Gp):
+                a[0, o] = bias[0, col, layer, gcols[o]]
+            wl = wc[layer]
+            for j in range(K - 1):
+                row = base + (t + n - (K - 1 - j) * d) % n
+                _mm_acc(a, ring[row : row + 1, :], wl[j * R : (j + 1) * R], 1, R, Gp)
+            _mm_acc(a, h, wl[(K - 1) * R :], 1, R, Gp)
+            if n > 0:
+                row = base + t % n
+                for i in range(R):
+                    ring[row, i] = h[0, i]
+            zp = nz & 1
+            for i in range(Hp):
+                sg = np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * a[0, Hp + i])
+                zbuf[zp, lo + i] = _tanh(a[0, i]) * sg
+            nz += 1
+            store_release(sync, _Z0 + 16 * p, nz)
+            stalls += wait_for(sync, _Z0 + 16 * q, nz)
+            z = zbuf[zp : zp + 1, :]  # (1, H): both halves
+            if p == 0:
+                if layer < L - 1:  # the last layer's residual output is never used
+                    for i in range(R):
+                        h[0, i] += br[layer, i]
+                    _mm_acc(h, z, wr[layer], 1, H, R)
+                    hp = nh & 1
+                    for i in range(R):
+                        hbuf[hp, i] = h[0, i]
+                    nh += 1
+                    store_release(sync, _H0, nh)
+            else:
+                _mm_acc(sk, z, ws[layer], 1, H, S)
+                if layer < L - 1:
+                    hp = nh & 1
+                    nh += 1
+                    stalls += wait_for(sync, _H0, nh)
+                    for i in range(R):
+                        h[0, i] = hbuf[hp, i]
+        yp = ny & 1
+        ny += 1
+        if p == 1:
+            for i in range(S):
+                sk[0, i] = max(sk[0, i], np.float32(0.0))
+                y[0, i] = bh1[i]
+            _mm_acc(y, sk, wh1, 1, S, S)
+            for i in range(S):
+                ybuf[yp, i] = max(y[0, i], np.float32(0.0))
+            store_release(sync, _Y1, ny)
+        else:
+            stalls += wait_for(sync, _Y1, ny)
+        for i in range(Cp):
+            lgp[0, i] = bh2[c0 + i]
+        _mm_acc(lgp, ybuf[yp : yp + 1, :], wh2, 1, S, Cp)
+        lp = nl & 1
+        for i in range(Cp):
+            lbuf[lp, c0 + i] = lgp[0, i]
+        nl += 1
+        store_release(sync, _L0 + 16 * p, nl)
+        stalls += wait_for(sync, _L0 + 16 * q, nl)
+        lg = lbuf[lp]
+        if p == 0 and keep_logits:
+            for i in range(C):
+                logits[0, t, i] = lg[i]
+        if kind == MULAW:
+            if temperature > 0:
+                c = _sample_class_fast(lg, uni[0, t, 0], temperature, e32, nbits, blk, cdf)
+            else:
+                c = _sample_class(lg, uni[0, t, 0], temperature, cdf)
+            if p == 0:
+                out[0, t] = dec_table[c]
+            xprev[0] = feat_table[c]
+        else:
+            x = _sample_mol(lg, uni[0, t, 0], uni[0, t, 1], temperature, n_mix, cdf)
+            if p == 0:
+                out[0, t] = x
+            xprev[0] = np.float32(math.copysign(1.0, x)) * np.float32(math.log1p(mu * abs(x))) / log_mu if x != 0 else np.float32(0.0)
+    return stalls
