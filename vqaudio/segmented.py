@@ -1,11 +1,13 @@
 """Decoding one long code sequence as several shorter streams generated at once.
 
 A WaveNet generates one sample after another, so one utterance is one stream
-and keeps one core busy however many the machine has, and a one-stream step is
+and keeps at most two cores busy however many the machine has (the fast
+backend splits a stream's layers between two threads), and a one-stream step is
 a matrix-vector product bound by memory, not by arithmetic. Cut into segments,
 an utterance becomes several streams: the fast backend spreads them over the
-cores and multiplies each weight it loads by several streams (on this machine
-the shipped decoder runs 2.2× real time as one stream, 5.6× as eight).
+cores and multiplies each weight it loads by several streams (2026-11-27, this
+project's 2-core machine: the shipped decoder runs 4.4× real time as one
+stream, 12.7× as eight).
 
 The utterance is cut into n = ⌊length / `segment_seconds`⌋ segments of equal
 length (so each lasts between one and two `segment_seconds`); segment k

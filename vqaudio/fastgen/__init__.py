@@ -6,7 +6,8 @@ Same arguments and result as `decoder.generate` (the torch reference): the same
 uniforms give the same samples (μ-law: identical classes; MoL: the same values
 up to float32 rounding). The loop runs in a numba kernel (`kernel.py`),
 compiled once per install (`cache=True`); streams (the batch) are spread over
-the cores.
+the cores, and a single stream runs on two threads that split every layer
+(`kernel.run_split`, bit for bit the one-thread output) when two cores are free.
 
 Exact refactorings done here, once per call:
 - conditioning: the projection of every layer (+ conv bias + speaker projection)
