@@ -3,10 +3,10 @@
 numba has no atomics; these intrinsics emit LLVM's atomic load (acquire) and
 store (release), so a counter published after writing a buffer makes the
 buffer visible to the thread that sees the counter (and the compiler cannot
-hoist the load out of a spin loop). The spin pauses the core (x86 `pause`,
-Arm `yield`) and, after `SPINS_BEFORE_YIELD` turns, gives the CPU away with
-`sched_yield`, so two threads on a busy machine (the other one descheduled)
-cost a context switch per hand-off instead of a whole time slice.
+hoist the load out of a spin loop). The spin pauses the core (x86 `pause`)
+and, after `SPINS_BEFORE_YIELD` turns, gives the CPU away with `sched_yield`
+(POSIX), so two threads on a busy machine (the other one descheduled) cost a
+context switch per hand-off instead of a whole time slice.
 """
 
 from __future__ import annotations
@@ -50,13 +50,10 @@ def store_release(typingctx, arr, idx, val):
 @intrinsic
 def _cpu_relax(typingctx):
     def codegen(context, builder, sig, args):
+        # x86 only: the one intrinsic tested here; elsewhere the loop spins on the atomic load alone
         if _MACHINE in ("x86_64", "amd64", "i386", "i686"):
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
             builder.call(fn, [])
-        elif _MACHINE in ("aarch64", "arm64"):
-            i32 = ir.IntType(32)
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i32]), "llvm.aarch64.hint")
-            builder.call(fn, [ir.Constant(i32, 1)])  # hint #1: yield
         return context.get_dummy_value()
     return types.void(), codegen
 
