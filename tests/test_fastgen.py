@@ -140,39 +140,100 @@ def test_one_stream_on_two_cores_is_bit_exact(monkeypatch, output, upsample, ker
     monkeypatch.setattr(fastgen, "BIAS_BYTES", 6 * 16 * 4 * 5)  # transposed: 5 samples per call
     monkeypatch.setattr(fastgen, "_split", lambda B, cfg: False)
     one, logits_one = generate_with_logits(net, z, spk, u, 0.9)
-    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: B == 1)  # whatever the machine's cores
+    _forced_split(monkeypatch)  # whatever the machine's cores
     picks = iter([True, True, False, True, False, False] * 100)
     monkeypatch.setattr(fastgen._SplitChooser, "pick", lambda self: next(picks))
     calls = []
     run_split = fastgen.kernel.run_split
     monkeypatch.setattr(fastgen.kernel, "run_split", lambda *a: calls.append(a[0]) or run_split(*a))
     two, logits_two = generate_with_logits(net, z, spk, u, 0.9)
-    assert calls.count(0) > 3 and calls.count(1) == calls.count(0)
+    assert calls.count(0) > 3 and calls.count(1) == calls.count(0) - 1  # part 0 also loads the kernel (0 steps)
     assert torch.equal(one, two) and torch.equal(logits_one, logits_two)
     if output == "mulaw":
         assert mu_law_encode(two).unique().numel() > 20  # not stuck: the comparison means something
 
 
-def test_split_chooser_falls_back_to_one_thread_only_when_two_stall():
-    ch = fastgen._SplitChooser()
-    for _ in range(20):  # idle machine: a few stalls per chunk, two threads throughout
+def test_split_chooser_keeps_two_threads_unless_one_is_faster():
+    C = fastgen._SplitChooser
+    ch = C()
+    ch.new_call()
+    for _ in range(C.CHECK_EVERY - 1):  # idle machine: a few stalls per chunk, two threads throughout
         assert ch.pick() is True
         ch.record(True, 38000.0, stalls=5, steps=4096)
     assert ch.pick() is True
-    ch.record(True, 9000.0, stalls=3000, steps=4096)  # a busy core: the parts wait for each other
-    assert ch.pick() is False  # one-thread probe...
-    ch.record(False, 5000.0, cold=True)  # ...whose first call only loaded the kernel: not a speed
-    assert ch.pick() is False
+    ch.record(True, 38000.0, stalls=5, steps=4096)
+    assert ch.pick() is False  # every CHECK_EVERY chunks a one-thread comparison, even without stalls
+    ch.record(False, 30000.0)
+    assert ch.pick() is True  # two threads won
+    ch.record(True, 9000.0, stalls=3000, steps=4096)  # a busy core: the parts wait for each other...
+    for _ in range(C.PROBE_EVERY - 2):  # ...but two threads won a comparison just now: no probe yet
+        assert ch.pick() is True
+        ch.record(True, 9000.0, stalls=3000, steps=4096)
+    assert ch.pick() is True
+    ch.record(True, 9000.0, stalls=3000, steps=4096)
+    assert ch.pick() is False  # the probe
     ch.record(False, 25000.0)  # one thread wins: kept for PROBE_EVERY chunks, then two are tried again
-    picks = [ch.pick() for _ in range(fastgen._SplitChooser.PROBE_EVERY + 1)]
-    assert picks == [False] * fastgen._SplitChooser.PROBE_EVERY + [True]
-    ch.record(True, 20000.0, stalls=500, steps=4096)  # still stalling, but now two threads win the probe
-    assert ch.pick() is False
-    ch.record(False, 15000.0)
-    picks = [ch.pick() for _ in range(fastgen._SplitChooser.PROBE_EVERY)]
-    for p in picks:  # kept without probing, stalls or not
-        ch.record(p, 20000.0, stalls=500, steps=4096)
-    assert picks == [True] * fastgen._SplitChooser.PROBE_EVERY
+    picks = []
+    for _ in range(C.PROBE_EVERY + 1):
+        picks.append(ch.pick())
+        ch.record(picks[-1], 40000.0 if picks[-1] else 25000.0)  # the machine is quiet again
+    assert picks == [False] * C.PROBE_EVERY + [True]
+    assert ch.pick() is True  # two threads won back
+    ch.new_call()  # the choice carries over to the next call, the speeds do not
+    assert ch.pick() is True and ch.rate is None
+
+
+def _forced_split(monkeypatch):
+    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: B == 1)
+    monkeypatch.setattr(fastgen, "_chooser", fastgen._SplitChooser())
+
+
+def test_interrupted_two_thread_chunk_releases_the_other_thread(monkeypatch):
+    """Ctrl-C (or any error) on the calling thread before its part runs must not leave part 1 spinning."""
+
+    net = make_net()
+    z, spk, u = inputs(net, 1, frames=30)
+    monkeypatch.setattr(fastgen, "_split", lambda B, cfg: False)
+    ref = generate(net, z, spk, u, 1.0)
+    _forced_split(monkeypatch)
+    run_split = fastgen.kernel.run_split
+
+    def interrupted(*a):
+        if a[0] == 0 and a[2] > a[1]:  # part 0, a real chunk (not the zero-step load)
+            time.sleep(0.2)  # part 1 is waiting for it by now
+            raise KeyboardInterrupt
+        return run_split(*a)
+
+    monkeypatch.setattr(fastgen.kernel, "run_split", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(net, z, spk, u, 1.0)
+    assert fastgen._split_pool.submit(lambda: 7).result(timeout=30) == 7  # part 1's thread is free again
+    monkeypatch.setattr(fastgen.kernel, "run_split", run_split)
+    assert not fastgen._split_lock.locked()
+    assert torch.equal(generate(net, z, spk, u, 1.0), ref)
+
+
+def test_concurrent_one_stream_calls(monkeypatch):
+    """Several threads decoding one stream each: one gets the second core, the others run on one thread."""
+    import threading
+
+    net = make_net()
+    _forced_split(monkeypatch)
+    work = [inputs(net, 1, frames=40, seed=s) for s in range(3)]
+    refs = []
+    for z, spk, u in work:
+        monkeypatch.setattr(fastgen, "_split", lambda B, cfg: False)
+        refs.append(generate(net, z, spk, u, 1.0))
+    _forced_split(monkeypatch)
+    outs = [None] * 3
+    threads = [threading.Thread(target=lambda k=k: outs.__setitem__(k, generate(net, *work[k], 1.0)), daemon=True)
+               for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert not any(th.is_alive() for th in threads)
+    assert all(torch.equal(o, r) for o, r in zip(outs, refs))
 
 
 def test_first_slow_call_says_it_is_compiling(monkeypatch, capsys):

@@ -45,7 +45,9 @@ CHUNK = 4096  # samples per kernel call (progress granularity)
 BIAS_BYTES = 1 << 26  # cap on the per-chunk conditioning biases, bytes
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # (workers, pool), created on first multi-stream call
 _warm = False  # has a kernel call returned in this process?
-_loaded: set[str] = set()  # kernels one-stream generation has called in this process (the first call loads them)
+_pool_lock = threading.Lock()
+_split_lock = threading.Lock()  # one two-thread generation at a time in a process; other calls use one thread
+_split_pool: ThreadPoolExecutor | None = None  # part 1's thread, used only under _split_lock
 COMPILE_NOTICE_S = 3.0  # a first call slower than this is compiling: say so instead of looking hung
 
 
@@ -67,11 +69,12 @@ def _first_call_notice() -> threading.Timer | None:
 
 def _threads(n: int) -> ThreadPoolExecutor:
     global _pool
-    if _pool is None or _pool[0] < n:
-        if _pool is not None:
-            _pool[1].shutdown(wait=False)
-        _pool = (n, ThreadPoolExecutor(n, thread_name_prefix="vqaudio-fastgen"))
-    return _pool[1]
+    with _pool_lock:  # generate may be called from several threads
+        if _pool is None or _pool[0] < n:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)  # its queued jobs still run
+            _pool = (n, ThreadPoolExecutor(n, thread_name_prefix="vqaudio-fastgen"))
+        return _pool[1]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -150,45 +153,111 @@ def _split(B: int, cfg) -> bool:
 
 
 class _SplitChooser:
-    """One thread or two for the next chunk of a single stream.
+    """One thread or two for the next chunk of a single stream; one per process.
 
-    The two-thread kernel is faster on an idle machine (1.2-1.3× here) but
+    The two-thread kernel is faster on an idle machine (1.3-1.4× here) but
     much slower when another process keeps a core busy: each part then waits
-    through the time slices the other loses. The kernel counts those waits
-    ("stalls"). Two threads by default; after a chunk with stalls on more than
-    1 % of its steps, the next chunk runs on one thread, and whichever of the
-    two ran faster is kept for the next `PROBE_EVERY` chunks. Both kernels give
-    the same output bit for bit, so switching costs only a state copy.
+    through the time slices the other loses, and the kernel counts those waits
+    ("stalls"). Two threads by default; a comparison chunk runs the other way
+    and the faster of the two is kept. Comparisons happen after a two-thread
+    chunk that stalled on more than 1 % of its steps (unless two threads won
+    a comparison within the last `PROBE_EVERY` chunks), every `CHECK_EVERY`
+    chunks on two threads (a CPU quota or hyperthreads slow both threads
+    alike, without stalls), and every `PROBE_EVERY` chunks on one thread (the
+    machine may be quiet again). Both kernels give the same output bit for
+    bit, so switching costs only a state copy. The choice carries over from
+    call to call; the speeds do not (decoders differ).
     """
 
     PROBE_EVERY = 8
+    CHECK_EVERY = 64
 
     def __init__(self):
-        self.split_rate = 0.0
-        self.probe = False  # run the next chunk on one thread, to compare
-        self.keep = 0  # chunks left before the current choice is reconsidered
-        self.split = True
+        self.split = True  # the current choice
+        self.rate = None  # samples/s of its last chunk in this call
+        self.since = 0  # chunks since the last comparison
+        self.pending = False  # the next chunk runs the other way, to compare
+        self.split_won = False  # two threads won the last comparison
+
+    def new_call(self) -> None:
+        self.rate, self.pending = None, False
 
     def pick(self) -> bool:
-        if self.probe:
-            return False
-        if self.keep > 0:
-            self.keep -= 1
-            return self.split
-        self.split = True
-        return True
+        return self.split != self.pending
 
-    def record(self, split: bool, samples_per_s: float, stalls: int = 0, steps: int = 1, cold: bool = False) -> None:
-        """The chunk just run; `cold`: the kernel's first call in this process (loading it), not a speed."""
-        if cold:
+    def record(self, split: bool, samples_per_s: float, stalls: int = 0, steps: int = 1) -> None:
+        if split != self.split:  # the comparison chunk
+            if self.rate is None or samples_per_s > self.rate:
+                self.split, self.rate = split, samples_per_s
+            self.pending, self.since, self.split_won = False, 0, self.split
             return
-        if split:
-            self.split_rate = samples_per_s
-            self.probe = self.keep == 0 and stalls * 100 > steps
+        self.rate = samples_per_s
+        self.since += 1
+        if self.split:
+            stalled = stalls * 100 > steps
+            self.pending = self.since >= self.CHECK_EVERY or (
+                stalled and (not self.split_won or self.since >= self.PROBE_EVERY))
         else:
-            self.probe = False
-            self.split = self.split_rate >= samples_per_s
-            self.keep = self.PROBE_EVERY
+            self.pending = self.since >= self.PROBE_EVERY
+
+
+_chooser = _SplitChooser()
+
+
+class _TwoThreads:
+    """Chunks of one stream (B = 1) on two threads (`kernel.run_split`) or one (`run_group`), as `_chooser` says.
+
+    Part 0 runs on the calling thread with the generation's `ring` and
+    `xprev`; part 1 on a thread of its own with copies, refreshed whenever it
+    rejoins after one-thread chunks. Hold `_split_lock` while using it.
+    """
+
+    def __init__(self, w: dict, cfg, ring: np.ndarray, xprev: np.ndarray):
+        global _split_pool
+        if _split_pool is None:
+            _split_pool = ThreadPoolExecutor(1, thread_name_prefix="vqaudio-fastgen-split")
+        self.w, self.parts = w, split_weights(w, cfg)
+        self.state = [(ring[0], xprev), (ring[0].copy(), xprev.copy())]  # (rows, R) ring and (1,) input per part
+        self.shared = [np.zeros((2, n), np.float32) for n in
+                       (cfg.gate_channels // 2, cfg.residual_channels, cfg.skip_channels, cfg.out_channels)]
+        self.prev_split = False
+        self.loaded = False
+        _chooser.new_call()
+
+    def _job(self, p: int, args: tuple, sync: np.ndarray) -> tuple:
+        w, part, (rg, xp) = self.w, self.parts[p], self.state[p]
+        return (p, *args[:8], rg, xp, sync, *self.shared, w["w_in"], w["b_in"], part["wc"], part["gcols"], part["lo"],
+                w["dil"], w["off"], part["wr"], w["br"], part["ws"], w["bskip"], w["wh1"], w["bh1"], part["wh2"],
+                part["c0"], w["bh2"], *args[-7:])
+
+    def run(self, args: tuple) -> None:
+        """One chunk; `args` are `run_group`'s after its stream bounds (t0, t1, ...)."""
+        t0, t1 = args[0], args[1]
+        if not self.loaded:  # compile or load both kernels here, with zero steps: no timed chunk pays
+            # for it, and part 1's thread never compiles while part 0 waits (nor spins if Ctrl-C stops that)
+            kernel.run_group(0, 1, t0, t0, *args[2:])
+            kernel.run_split(*self._job(0, (t0, t0, *args[2:]), np.zeros(kernel.SYNC_SLOTS, np.int64)))
+            self.loaded = True
+        split = _chooser.pick()
+        start = time.perf_counter()
+        stalls = 0
+        if split:
+            if not self.prev_split:  # part 1's state is stale after one-thread chunks
+                self.state[1][0][:], self.state[1][1][:] = self.state[0]
+            sync = np.zeros(kernel.SYNC_SLOTS, np.int64)  # hand-off counters restart with each chunk
+            other = _split_pool.submit(kernel.run_split, *self._job(1, args, sync))
+            done = False
+            try:
+                stalls = kernel.run_split(*self._job(0, args, sync))
+                done = True
+            finally:
+                if not done:  # part 0 never ran (e.g. Ctrl-C): release part 1 from its waits
+                    sync[kernel.ABORT] = 1
+                stalls += max(0, other.result())
+        else:
+            kernel.run_group(0, 1, *args)
+        _chooser.record(split, (t1 - t0) / max(time.perf_counter() - start, 1e-9), stalls, t1 - t0)
+        self.prev_split = split
 
 
 class _Conditioner:
@@ -275,13 +344,6 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
     logits = np.zeros((B, T, cfg.out_channels) if keep_logits else (0, 0, 0), np.float32)
     dec_table, feat_table = _tables(cfg)
     groups = max(1, min(B, numba.get_num_threads()))  # numba's thread count honours NUMBA_NUM_THREADS
-    chooser = _SplitChooser() if _split(B, cfg) else None
-    if chooser is not None:  # part 0 works on `ring` and `xprev`; part 1 on copies, refreshed when it rejoins
-        parts = split_weights(w, cfg)
-        ring1, xprev1 = ring[0].copy(), xprev.copy()
-        shared = [np.zeros((2, n), np.float32) for n in
-                  (cfg.gate_channels // 2, cfg.residual_channels, cfg.skip_channels, cfg.out_channels)]
-        prev_split = False
     bounds = np.linspace(0, B, groups + 1).round().astype(np.int64)
     # bias memory per chunk: (B, cols, L, G) float32; per-sample cols cost hop× more
     per_col = B * cond.L * cond.G * 4
@@ -295,7 +357,14 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
         bar = tqdm(total=T * B, unit="sample", unit_scale=True, desc="generate")
     global _warm
     notice = _first_call_notice()
+    two = None
     try:
+        if _split(B, cfg) and _split_lock.acquire(blocking=False):  # else another call has the second core
+            try:
+                two = _TwoThreads(w, cfg, ring, xprev)
+            except BaseException:
+                _split_lock.release()
+                raise
         for t0 in range(0, T, step):
             t1 = min(T, t0 + step)
             bias, col0 = cond(t0, t1)
@@ -306,41 +375,23 @@ def generate_with_logits(decoder, z_q, speaker, uniforms, temperature=1.0, lengt
                 kernel.MULAW if cfg.output == "mulaw" else kernel.MOL, cfg.n_mixtures, float(temperature),
                 dec_table, feat_table, np.float32(cfg.quantization_channels - 1), logits,
             )
-            use_split = chooser is not None and chooser.pick()
-            if use_split:
-                if not prev_split:  # part 1's state is stale after one-thread chunks
-                    ring1[:], xprev1[:] = ring[0], xprev
-                sync = np.zeros(kernel.SYNC_SLOTS, np.int64)  # hand-off counters restart with each chunk
-                jobs = [(
-                    pp, t0, t1, col0, decoder.hop, cond.per_sample, bias, uni, out, rg, xp,
-                    sync, *shared, w["w_in"], w["b_in"], part["wc"], part["gcols"], part["lo"], w["dil"], w["off"],
-                    part["wr"], w["br"], part["ws"], w["bskip"], w["wh1"], w["bh1"], part["wh2"], part["c0"], w["bh2"],
-                    *args[-7:],
-                ) for pp, (part, rg, xp) in enumerate(zip(parts, (ring[0], ring1), (xprev, xprev1)))]
-                t_start = time.perf_counter()
-                other = _threads(1).submit(kernel.run_split, *jobs[1])
-                stalls = kernel.run_split(*jobs[0])
-                stalls += other.result()
+            if two is not None:
+                two.run(args)
             elif groups == 1:
-                t_start = time.perf_counter()
                 kernel.run_group(0, B, *args)
             else:  # one group of streams per core; the kernel releases the GIL
                 pool = _threads(groups)
                 jobs = [pool.submit(kernel.run_group, int(bounds[g]), int(bounds[g + 1]), *args) for g in range(groups)]
                 for job in jobs:
                     job.result()
-            if chooser is not None:
-                name = "run_split" if use_split else "run_group"
-                chooser.record(use_split, (t1 - t0) / max(time.perf_counter() - t_start, 1e-9),
-                               stalls if use_split else 0, t1 - t0, cold=name not in _loaded)
-                _loaded.add(name)
-                prev_split = use_split
             if notice is not None:
                 notice.cancel()
                 notice, _warm = None, True
             if bar is not None:
                 bar.update((t1 - t0) * B)
     finally:
+        if two is not None:
+            _split_lock.release()
         if notice is not None:
             notice.cancel()
         if bar is not None:

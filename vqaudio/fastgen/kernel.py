@@ -306,8 +306,9 @@ def run_group(
 
 
 # Slots of the int64 `sync` array of `run_split` (16 apart: one 128-byte line each).
-SYNC_SLOTS = 96
+SYNC_SLOTS = 112
 _Z0, _H0, _Y1, _L0 = 0, 32, 48, 64  # z half of part p: _Z0 + 16p; logits half of part p: _L0 + 16p
+ABORT = 96  # the caller sets sync[ABORT] = 1 when part 0 will not run: part 1 stops at its next wait
 
 
 @njit(cache=True, fastmath=_FM, error_model="numpy", nogil=True)
@@ -333,7 +334,8 @@ def run_split(
     not depend on each other), so the samples are bit for bit those of
     `run_group`. Hand-offs are counters in `sync` (release/acquire) and
     double-buffered arrays, so a writer never overwrites what the other part
-    has not read: 2 per layer and 2 per step.
+    has not read: 2 per layer and 2 per step. Returns the number of waits that
+    yielded the CPU, or -1 if the caller aborted (sync[ABORT] set).
     """
     keep_logits = logits.shape[0] > 0
     L, KR, Gp = wc.shape
@@ -388,7 +390,10 @@ def run_split(
                 zbuf[zp, lo + i] = _tanh(a[0, i]) * sg
             nz += 1
             store_release(sync, _Z0 + 16 * p, nz)
-            stalls += wait_for(sync, _Z0 + 16 * q, nz)
+            w = wait_for(sync, _Z0 + 16 * q, nz, ABORT)
+            if w < 0:
+                return -1
+            stalls += w
             z = zbuf[zp : zp + 1, :]  # (1, H): both halves
             if p == 0:
                 if layer < L - 1:  # the last layer's residual output is never used
@@ -405,7 +410,10 @@ def run_split(
                 if layer < L - 1:
                     hp = nh & 1
                     nh += 1
-                    stalls += wait_for(sync, _H0, nh)
+                    w = wait_for(sync, _H0, nh, ABORT)
+                    if w < 0:
+                        return -1
+                    stalls += w
                     for i in range(R):
                         h[0, i] = hbuf[hp, i]
         yp = ny & 1
@@ -419,7 +427,10 @@ def run_split(
                 ybuf[yp, i] = max(y[0, i], np.float32(0.0))
             store_release(sync, _Y1, ny)
         else:
-            stalls += wait_for(sync, _Y1, ny)
+            w = wait_for(sync, _Y1, ny, ABORT)
+            if w < 0:
+                return -1
+            stalls += w
         for i in range(Cp):
             lgp[0, i] = bh2[c0 + i]
         _mm_acc(lgp, ybuf[yp : yp + 1, :], wh2, 1, S, Cp)
@@ -428,7 +439,10 @@ def run_split(
             lbuf[lp, c0 + i] = lgp[0, i]
         nl += 1
         store_release(sync, _L0 + 16 * p, nl)
-        stalls += wait_for(sync, _L0 + 16 * q, nl)
+        w = wait_for(sync, _L0 + 16 * q, nl, ABORT)
+        if w < 0:
+            return -1
+        stalls += w
         lg = lbuf[lp]
         if p == 0 and keep_logits:
             for i in range(C):

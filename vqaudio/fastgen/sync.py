@@ -6,7 +6,12 @@ buffer visible to the thread that sees the counter (and the compiler cannot
 hoist the load out of a spin loop). The spin pauses the core (x86 `pause`)
 and, after `SPINS_BEFORE_YIELD` turns, gives the CPU away with `sched_yield`
 (POSIX), so two threads on a busy machine (the other one descheduled) cost a
-context switch per hand-off instead of a whole time slice.
+context switch per hand-off instead of a whole time slice. (On Windows,
+without sched_yield, the spin only pauses.)
+
+numba's cache tracks the timestamp of the file of the cached function only:
+kernel.py inlines `wait_for`, so after editing this file, touch kernel.py (a
+pip install gives every file a new timestamp).
 """
 
 from __future__ import annotations
@@ -69,14 +74,17 @@ def _sched_yield(typingctx):
 
 
 @njit(cache=True, inline="always", nogil=True)
-def wait_for(sync, slot, count):
+def wait_for(sync, slot, count, abort):
     """Spin until sync[slot] >= count (the other thread has published its count-th hand-off).
 
     Returns 1 if the wait outlasted the spin and yielded the CPU (the other
-    thread was most likely descheduled: the machine is busy), else 0.
+    thread was most likely descheduled: the machine is busy), else 0; -1 as
+    soon as sync[abort] is non-zero (the other thread will never publish).
     """
     spins = 0
     while load_acquire(sync, slot) < count:
+        if load_acquire(sync, abort) != 0:
+            return -1
         _cpu_relax()
         spins += 1
         if spins > SPINS_BEFORE_YIELD:
