@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .sync import store_release, wait_for
+from .sync import publish_and_wait, store_release, wait_for
 
 # FMA contraction and reassociation let LLVM vectorise the products; no
 # finite-math flags, so clamps and comparisons keep IEEE semantics.
@@ -389,8 +389,7 @@ def run_split(
                 sg = np.float32(0.5) + np.float32(0.5) * _tanh(np.float32(0.5) * a[0, Hp + i])
                 zbuf[zp, lo + i] = _tanh(a[0, i]) * sg
             nz += 1
-            store_release(sync, _Z0 + 16 * p, nz)
-            w = wait_for(sync, _Z0 + 16 * q, nz, ABORT)
+            w = publish_and_wait(sync, _Z0 + 16 * p, _Z0 + 16 * q, nz, ABORT)
             if w < 0:
                 return -1
             stalls += w
@@ -438,8 +437,7 @@ def run_split(
         for i in range(Cp):
             lbuf[lp, c0 + i] = lgp[0, i]
         nl += 1
-        store_release(sync, _L0 + 16 * p, nl)
-        w = wait_for(sync, _L0 + 16 * q, nl, ABORT)
+        w = publish_and_wait(sync, _L0 + 16 * p, _L0 + 16 * q, nl, ABORT)
         if w < 0:
             return -1
         stalls += w

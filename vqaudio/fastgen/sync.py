@@ -90,3 +90,10 @@ def wait_for(sync, slot, count, abort):
         if spins > SPINS_BEFORE_YIELD:
             _sched_yield()
     return 1 if spins > SPINS_BEFORE_YIELD else 0
+
+
+@njit(cache=True, inline="always", nogil=True)
+def publish_and_wait(sync, mine, theirs, count, abort):
+    """sync[mine] = count (release), then `wait_for(sync, theirs, count, abort)`: a two-way hand-off."""
+    store_release(sync, mine, count)
+    return wait_for(sync, theirs, count, abort)
