@@ -92,7 +92,7 @@ def _inference(fn):
 
     The prior's step is dispatcher-bound (a few hundred small ops per frame);
     inference mode skips their version-counter and view bookkeeping: 1.4× the
-    codes/s of `no_grad` (286 -> 396 codes/s, shipped prior, 1 thread). The
+    codes/s of `no_grad` (286 -> 396-416 codes/s, shipped prior, 1 thread). The
     result is cloned outside it, because an inference tensor refuses in-place
     edits afterwards.
     """

@@ -123,20 +123,20 @@ def split_weights(w: dict, cfg) -> list[dict]:
     """The two parts' weights of `kernel.run_split` (one stream on two cores), from `pack_weights`.
 
     Part p gets gate pairs [lo, hi) of every layer's dilated conv (its filter
-    columns, then its gate columns) and logit columns [c0, c1); part 0 the
-    residual weights, part 1 the skip weights (both get both arrays: one
-    signature).
+    columns, then its gate columns) and logit columns [c0, c1); part 0 uses the
+    residual weights, part 1 the skip weights (both parts get the same two
+    arrays: one signature).
     """
     R, H = cfg.residual_channels, cfg.gate_channels // 2
     C = w["wh2"].shape[1]
+    wr = np.ascontiguousarray(w["wrs"][:, :, :R])  # (L, H, R)
+    ws = np.ascontiguousarray(w["wrs"][:, :, R:])  # (L, H, S)
     parts = []
     for lo, hi, c0, c1 in ((0, H // 2, 0, C // 2), (H // 2, H, C // 2, C)):
         gcols = np.concatenate([np.arange(lo, hi), H + np.arange(lo, hi)]).astype(np.int64)
         parts.append(dict(
             wc=np.ascontiguousarray(w["wc"][:, :, gcols]),  # (L, K·R, 2·(hi - lo))
-            gcols=gcols, lo=lo,
-            wr=np.ascontiguousarray(w["wrs"][:, :, :R]),  # (L, H, R)
-            ws=np.ascontiguousarray(w["wrs"][:, :, R:]),  # (L, H, S)
+            gcols=gcols, lo=lo, wr=wr, ws=ws,
             wh2=np.ascontiguousarray(w["wh2"][:, c0:c1]), c0=c0,
         ))
     return parts
