@@ -298,3 +298,42 @@ def test_piper_voice(tmp_path):
     assert list(stats["voices"]) == ["pp001"] and 70 < float(stats["voices"]["pp001"].split("f0=")[1]) < 160
     info = sf.info(str(tmp_path / "wav48_silence_trimmed/pp001/pp001_001_mic1.flac"))
     assert info.samplerate == 22050 and info.duration > 1.0
+
+
+# ------------------------------------------------------------------ any folder (`prepare dir`)
+
+
+def test_prepare_dir_any_folder_of_recordings(tmp_path, capsys):
+    root = tmp_path / "My Voices"
+    files = {  # speaker folders, nesting, several formats and rates, a transcript, junk
+        "alice/a1.wav": (22050, "PCM_16"), "alice/day 2/take1.flac": (44100, "PCM_24"),
+        "alice/day 2/take1.wav": (16000, "PCM_16"), "bob/b1.ogg": (48000, "VORBIS"), "bob/b2.wav": (8000, "PCM_16"),
+        "bob/b3.wav": (16000, "PCM_16"), "top.wav": (16000, "FLOAT"),
+    }
+    for i, (rel, (sr, sub)) in enumerate(files.items()):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / rel, tone(0.6, 120 + 20 * i, i, sr=sr), sr, subtype=sub,
+                 format="OGG" if rel.endswith(".ogg") else None)
+    (root / "alice" / "a1.txt").write_text("hello there\n")
+    (root / "bob" / "broken.wav").write_bytes(b"RIFF not really")
+    (root / "bob" / ".hidden.wav").write_bytes(b"")
+    (root / "carol").mkdir()
+    (root / "speakers.csv").write_text("ID,Gender,Accent\nalice,female,Scottish\nbob,M,\n")
+    rc = cli_main(["prepare", "dir", str(root), "--speaker", "me", "--out", str(tmp_path / "out"), "-q", "-j", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "speakers    3 (3 train, held out: none)" in out and "1 not valid audio" in out and "carol" in out
+    rows = {r["utterance"]: r for r in read_manifest(tmp_path / "out")}
+    assert set(rows) == {"alice_a1", "alice_day_2_take1", "alice_day_2_take1_wav", "bob_b1", "bob_b2", "bob_b3",
+                         "me_top"}
+    assert rows["alice_a1"]["text"] == "hello there"
+    for r in rows.values():
+        data, sr = sf.read(tmp_path / "out" / r["path"])
+        assert sr == 16000 and data.ndim == 1 and r["samples"] == data.size
+    spk = {s.id: s for s in read_speakers(tmp_path / "out")}
+    assert spk["alice"].gender == "F" and spk["alice"].accent == "Scottish" and spk["bob"].gender == "M"
+    assert spk["me"].gender == ""
+    # one line and exit 2 for a folder without audio
+    assert cli_main(["prepare", "dir", str(root / "carol"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds no audio files" in err[0]

@@ -296,3 +296,10 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # "ddp" for several devices / nodes
     dump_rank_state: bool = False  # tests: write each rank's quantizer state at the end
+    # Fine-tuning (VQ-VAE only): a model directory, or "default", whose weights start a new run;
+    # its architecture is kept and speakers are mapped by id (vqaudio/train/init.py). A run that
+    # resumes from its own checkpoint takes its weights from there.
+    init_from: str = ""
+    # With init_from: train the decoder only. The encoder and codebook stay fixed, so the codes keep
+    # their meaning (same fingerprint; the init model's prior carries over).
+    freeze_codes: bool = False

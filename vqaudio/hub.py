@@ -116,16 +116,21 @@ def _load_weights(module: torch.nn.Module, file: Path) -> None:
         raise ModelError(f"{file} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-    """Load a model directory (or the shipped default when `path` is None or "default")."""
-    from .models.vqvae import VQVAE
-
+def resolve_model_path(path: str | os.PathLike | None) -> Path:
+    """A model directory; None or "default" is the shipped default model."""
     if path is None or str(path) == "default":
         p = default_model_path()
         if p is None:
             raise ModelError("no default model is shipped with this install; pass a model directory (--model DIR)")
-        path = p
-    path = Path(path)
+        return p
+    return Path(path)
+
+
+def load_model(path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """Load a model directory (or the shipped default when `path` is None or "default")."""
+    from .models.vqvae import VQVAE
+
+    path = resolve_model_path(path)
     meta = read_config(path)
     try:
         config = from_dict(VQVAEConfig, meta["config"])

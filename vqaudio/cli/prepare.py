@@ -1,4 +1,4 @@
-"""`vqaudio prepare vctk|synthetic`: a corpus on disk -> 16 kHz cache, splits and manifest."""
+"""`vqaudio prepare vctk|dir|synthetic`: a corpus on disk -> 16 kHz cache, splits and manifest."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="prepare a corpus (VCTK or synthetic) for training")
+    p = sub.add_parser("prepare", help="prepare a corpus (VCTK, a folder of recordings, or synthetic) for training")
     kinds = p.add_subparsers(dest="corpus", metavar="CORPUS")
     kinds.required = True
 
@@ -33,6 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--normalize", action="store_true", help="normalise loudness to -25 dBFS (active speech)")
     _common(v)
     v.set_defaults(func=run_vctk)
+
+    f = kinds.add_parser("dir", help="any folder of recordings: one subfolder per speaker (wav, flac, ogg, mp3)")
+    f.add_argument("root", help="the folder: ROOT/<speaker>/**/*.wav|flac|ogg|mp3 (files at the top level "
+                   "belong to --speaker)")
+    f.add_argument("--speaker", help="speaker id of the files directly in ROOT (default: ROOT's name)")
+    f.add_argument("--no-trim-silence", dest="trim_silence", action="store_false",
+                   help="keep leading/trailing silence (default: cut below -40 dB of the loudest frame)")
+    f.add_argument("--no-normalize", dest="normalize", action="store_false",
+                   help="keep each file's level (default: active speech to -25 dBFS, as the training corpora)")
+    _common(f)
+    f.set_defaults(func=run_dir)
 
     s = kinds.add_parser("synthetic", help="synthesize a multi-speaker corpus (espeak-ng, flite, festival, piper), then prepare it")
     s.add_argument("--speakers", type=int, default=16, help="number of voices (default 16)")
@@ -53,13 +64,14 @@ def _test_speakers(args: argparse.Namespace) -> list[str] | None:
     return [s.strip() for s in args.test_speakers.split(",") if s.strip()]
 
 
-def _prepare(args: argparse.Namespace, root: Path, source: str, trim: bool, normalize: bool, mic: str) -> int:
+def _prepare(args: argparse.Namespace, root: Path, source: str, trim: bool, normalize: bool, mic: str,
+             corpus=None) -> int:
     from ..data.prepare import PrepareOptions, format_summary, prepare_corpus
 
     opts = PrepareOptions(trim_silence=trim, normalize=normalize, min_seconds=args.min_seconds)
     summary = prepare_corpus(root, args.out, mic=mic, options=opts, test_speakers=_test_speakers(args),
                              valid_fraction=args.valid_fraction, test_fraction=args.test_fraction,
-                             jobs=args.jobs, progress=not args.quiet, source=source)
+                             jobs=args.jobs, progress=not args.quiet, source=source, corpus=corpus)
     print(format_summary(summary))
     print(f"prepared corpus written to {args.out} (manifest.jsonl, speakers.json, prepare.json)")
     return 0
@@ -67,6 +79,13 @@ def _prepare(args: argparse.Namespace, root: Path, source: str, trim: bool, norm
 
 def run_vctk(args: argparse.Namespace) -> int:
     return _prepare(args, Path(args.root), "vctk", args.trim_silence, args.normalize, args.mic)
+
+
+def run_dir(args: argparse.Namespace) -> int:
+    from ..data.folder import read_folder
+
+    corpus = read_folder(args.root, args.speaker)
+    return _prepare(args, corpus.root, "dir", args.trim_silence, args.normalize, "mic1", corpus=corpus)
 
 
 def run_synthetic(args: argparse.Namespace) -> int:

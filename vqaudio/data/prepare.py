@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import audio
 from .manifest import write_manifest, write_speakers, write_summary
-from .vctk import assign_splits, choose_test_speakers, read_corpus, stable_hash
+from .vctk import VCTKCorpus, assign_splits, choose_test_speakers, read_corpus, stable_hash
 
 CACHE_INDEX = "cache.jsonl"
 
@@ -159,11 +159,13 @@ def prepare_corpus(
     jobs: int | None = None,
     progress: bool = True,
     source: str = "vctk",
+    corpus: VCTKCorpus | None = None,
 ) -> dict[str, Any]:
-    """Read a VCTK-layout corpus at `root` and write a prepared corpus to `out`. Returns the summary."""
+    """Read a VCTK-layout corpus at `root` (or take the listed `corpus`, e.g. from
+    `folder.read_folder`) and write a prepared corpus to `out`. Returns the summary."""
     opts = options or PrepareOptions()
     t0 = time.time()
-    corpus = read_corpus(root, mic)
+    corpus = corpus if corpus is not None else read_corpus(root, mic)
     if test_speakers is not None:
         choose_test_speakers(corpus.speakers, test_speakers)  # fail on an unknown speaker before any work
     out = Path(out)
@@ -289,7 +291,8 @@ def format_summary(s: dict[str, Any]) -> str:
     for spk, why in s["speakers_without_audio"].items():
         lines.append(f"note        {spk}: {why}")
     if s["speakers_without_info"]:
-        lines.append(f"note        no speaker-info.txt row: {', '.join(s['speakers_without_info'])}")
+        where = "speakers.csv" if s.get("layout") == "folder" else "speaker-info.txt"
+        lines.append(f"note        no {where} row: {', '.join(s['speakers_without_info'])}")
     if s["speakers_without_text"]:
         lines.append(f"note        no transcripts (kept): {', '.join(s['speakers_without_text'])}")
     lines.append(f"files       {s['processed']} processed, {s['reused_from_cache']} reused from cache, "

@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader, Subset
 from ..config import TrainConfig, VQVAEConfig
 from ..data.manifest import CorpusError, read_speakers, read_summary
 from ..data.segments import CropDataset, FixedCropDataset
-from ..hub import save_model
+from ..hub import fingerprint, load_model, save_model
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
 from .runconfig import ConfigError, load_run_config, model_config, save_run_config, train_config
+from .init import carry_prior, init_config, init_weights, model_config_from
 from .runner import build_trainer, last_checkpoint
 
 
@@ -31,10 +32,15 @@ def lr_lambda(tcfg: TrainConfig):
 
 
 class VQVAETask(L.LightningModule):
-    def __init__(self, mcfg: VQVAEConfig, tcfg: TrainConfig, out: Path):
+    def __init__(self, mcfg: VQVAEConfig, tcfg: TrainConfig, out: Path, carried_prior=None):
         super().__init__()
         self.model = VQVAE(mcfg)
         self.tcfg, self.out = tcfg, out
+        if tcfg.freeze_codes:
+            for p in [*self.model.encoder.parameters(), *self.model.quantizer.parameters()]:
+                p.requires_grad_(False)
+        # not a registered submodule: neither trained nor checkpointed; attached to the exported model
+        object.__setattr__(self, "carried_prior", carried_prior)
         # not a registered submodule: checkpoints hold the plain model once
         object.__setattr__(self, "forward_fn", torch.compile(self.model) if tcfg.compile else self.model)
         self._val_counts: list[torch.Tensor] = []
@@ -67,6 +73,11 @@ class VQVAETask(L.LightningModule):
         return DataLoader(Subset(ds, mine or [0]), batch_size=t.batch_size)
 
     # ---------------------------------------------------------------- steps
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self.tcfg.freeze_codes:  # eval mode: no EMA updates or restarts (Lightning sets train() after validation)
+            self.model.encoder.eval()
+            self.model.quantizer.eval()
 
     def training_step(self, batch, batch_idx):
         wav, spk = batch  # (B, 1, T), (B,)
@@ -124,7 +135,12 @@ class VQVAETask(L.LightningModule):
             self.write_example()
 
     def export(self) -> None:
-        save_model(self.model, self.out / "model")
+        if self.carried_prior is not None:  # in __dict__, not _modules: it stays out of training and checkpoints
+            object.__setattr__(self.model, "prior", self.carried_prior)
+        try:
+            save_model(self.model, self.out / "model")
+        finally:
+            object.__setattr__(self.model, "prior", None)
 
     def write_example(self) -> None:
         from ..audio import save
@@ -142,7 +158,7 @@ class VQVAETask(L.LightningModule):
         save(d / f"step{self.global_step:07d}_output.wav", gen, self.model.sample_rate)
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.tcfg.lr)
+        opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.tcfg.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(self.tcfg))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -162,7 +178,12 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     if not tcfg.data:
         raise ConfigError("no training data: set train.data to a prepared corpus (vqaudio prepare ...)")
     speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
-    mcfg = model_config(raw, speakers)
+    if tcfg.freeze_codes and not tcfg.init_from:
+        raise ConfigError("train.freeze_codes keeps the codes of a trained model: set train.init_from too")
+    if tcfg.init_from:  # fine-tuning: the init model's architecture, this corpus's speakers
+        mcfg = model_config_from(raw, speakers, init_config(tcfg.init_from), tcfg.init_from)
+    else:
+        mcfg = model_config(raw, speakers)
     corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
     if corpus_sr != mcfg.sample_rate:  # the crops are read at the corpus's rate: a mismatch would train on rescaled time
         raise ConfigError(f"{tcfg.data} is prepared at {corpus_sr} Hz but model.sample_rate is {mcfg.sample_rate}; "
@@ -176,10 +197,16 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     out = Path(tcfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_run_config(out, raw, tcfg, mcfg)
-    L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    task = VQVAETask(mcfg, tcfg, out)
-    trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
     ckpt = last_checkpoint(out) if resume else None
+    src = load_model(tcfg.init_from) if tcfg.init_from else None
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids) if tcfg.freeze_codes else None)
+    if src is not None and ckpt is None:  # a resumed run takes its weights from its checkpoint
+        rep = init_weights(task.model, src)
+        print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
+              f"new {len(rep['new'])} (from the mean voice)" + ("; codes frozen" if tcfg.freeze_codes else ""),
+              file=sys.stderr)
+    trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
     if ckpt is not None and trainer.global_rank == 0:
         print(f"resuming from {ckpt}", file=sys.stderr)
     trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None)
