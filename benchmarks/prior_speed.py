@@ -1,11 +1,12 @@
 """Sampling speed of the prior (default PriorConfig, K=512, n_q=1): codes/s, KV cache vs none.
 
     .venv/bin/python benchmarks/prior_speed.py [--frames 500] [--threads 1 2] [--batch 1 8]
+    .venv/bin/python benchmarks/prior_speed.py --model default   # the shipped model's prior (4 layers)
 
 Prints a Markdown table. The uncached loop reruns the whole context for every
 new frame (O(F²) in total); the cached loop costs one Transformer step per
 frame. Both give the same codes for the same seed (tests/test_prior.py).
-Weights are random: speed does not depend on them.
+Weights are random unless --model is given: speed does not depend on them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--uncached-frames", type=int, default=250, help="frames for the (slow) uncached runs")
+    ap.add_argument("--model", help="a model directory with a prior, or `default` (the shipped model); "
+                    "default: a random prior of the default PriorConfig")
     args = ap.parse_args()
     torch.manual_seed(0)
-    cfg = PriorConfig()
-    prior = Prior(cfg, codebook_size=512, n_q=1, n_speakers=109).eval()
+    if args.model:
+        import vqaudio
+
+        prior = vqaudio.load_model(args.model).prior
+        if prior is None:
+            raise SystemExit(f"{args.model} has no prior")
+        cfg = prior.config
+    else:
+        cfg = PriorConfig()
+        prior = Prior(cfg, codebook_size=512, n_q=1, n_speakers=109).eval()
     n_params = sum(p.numel() for p in prior.parameters())
-    print(f"prior: d_model={cfg.d_model} n_layers={cfg.n_layers} n_heads={cfg.n_heads} K=512 n_q=1, "
+    print(f"prior{' of ' + args.model if args.model else ''}: d_model={cfg.d_model} n_layers={cfg.n_layers} "
+          f"n_heads={cfg.n_heads} K={prior.codebook_size} n_q={prior.n_q}, "
           f"{n_params / 1e6:.2f} M parameters; torch {torch.__version__}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
     print("| threads | batch | KV cache | frames | seconds | codes/s | x real time (250 codes/s) |")
