@@ -53,6 +53,9 @@ def test_weights_are_copied_and_speakers_mapped_by_id():
         if k != "decoder.speaker_embedding.weight":
             assert torch.equal(s[k], d[k]), k
     assert fingerprint(dst) == fingerprint(src)
+    init_weights(dst, src, by_id=False)  # ids that name other people: everyone from the mean voice
+    assert all(torch.allclose(row, emb_s.mean(0)) for row in dst.state_dict()["decoder.speaker_embedding.weight"])
+    init_weights(dst, src)
     # the same speaker decodes the same codes to the same samples
     x = torch.randn(1, 1, 512) * 0.1
     codes = src.encode(x[0], sample_rate=16000)
@@ -79,6 +82,8 @@ def test_prior_carries_over_with_the_no_speaker_row_for_new_voices():
     assert new.shape == (3, 16)
     assert torch.equal(new[0], old[1]) and torch.equal(new[1], old[2]) and torch.equal(new[2], old[2])
     assert carry_prior(_model(["a"]), ["a"]) is None
+    p = carry_prior(src, ["b", "z"], by_id=False)
+    assert torch.equal(p.speaker_emb.weight[0], old[2]) and torch.equal(p.speaker_emb.weight[1], old[2])
 
 
 def _run(cmd, **kw):

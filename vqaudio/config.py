@@ -300,6 +300,10 @@ class TrainConfig:
     # its architecture is kept and speakers are mapped by id (vqaudio/train/init.py). A run that
     # resumes from its own checkpoint takes its weights from there.
     init_from: str = ""
+    # How the new corpus's speakers start: "by_id" (a speaker the init model knows keeps its embedding,
+    # a new one starts from the mean voice) or "mean" (every speaker from the mean voice: for corpora
+    # whose ids name other people, e.g. two synthetic corpora, whose ids are numbered per corpus).
+    init_speakers: Literal["by_id", "mean"] = "by_id"
     # With init_from: train the decoder only. The encoder and codebook stay fixed, so the codes keep
     # their meaning (same fingerprint; the init model's prior carries over).
     freeze_codes: bool = False

@@ -11,7 +11,8 @@ the init model's architecture and weights, and the speakers of its own corpus.
   is written.
 - Speakers: a speaker both models know keeps its embedding row; a new speaker
   starts from the mean of the init model's rows (a neutral voice rather than
-  noise). Rows of speakers the new corpus lacks are dropped.
+  noise). Rows of speakers the new corpus lacks are dropped. `train.init_speakers=mean`
+  starts every speaker from the mean, for corpora whose ids name other people.
 - Codebook: taken over with its EMA state, so no k-means initialisation runs.
 - `train.freeze_codes`: the encoder and codebook stay as they are (no
   gradients, no EMA updates, no restarts), so the codes keep their meaning:
@@ -88,13 +89,14 @@ def _remap_rows(old: torch.Tensor, old_ids: list[str], new_ids: list[str], fill:
 
 
 @torch.no_grad()
-def init_weights(model, src) -> dict[str, Any]:
-    """Copy `src`'s weights (and codebook state) into `model`, mapping speakers by id.
+def init_weights(model, src, by_id: bool = True) -> dict[str, Any]:
+    """Copy `src`'s weights (and codebook state) into `model`, mapping speakers by id
+    (or, with `by_id=False`, starting every speaker from the mean voice).
 
     Both are VQVAEs of one architecture (model_config_from checked it). Returns
     a report: speakers kept and new.
     """
-    old_ids, new_ids = src.speakers, model.speakers
+    old_ids, new_ids = (src.speakers if by_id else []), model.speakers
     state = {k: v for k, v in src.state_dict().items() if not k.startswith("prior.")}
     ref = model.state_dict()
     key = "decoder.speaker_embedding.weight"
@@ -118,11 +120,11 @@ def init_weights(model, src) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def carry_prior(src, new_ids: list[str]):
+def carry_prior(src, new_ids: list[str], by_id: bool = True):
     """`src`'s prior for a model whose speakers are `new_ids` (same codes), or None.
 
-    A speaker the prior knows keeps its row; a new one gets the "no speaker" row,
-    which is what the prior predicts for anyone.
+    A speaker the prior knows keeps its row (with `by_id`); a new one gets the
+    "no speaker" row, which is what the prior predicts for anyone.
     """
     import copy
 
@@ -135,7 +137,7 @@ def carry_prior(src, new_ids: list[str]):
     state = {k: v.clone() for k, v in old.state_dict().items()}
     table = state["speaker_emb.weight"]  # (S_old + 1, d), last row: no speaker
     none_row = table[-1]
-    state["speaker_emb.weight"] = torch.cat([_remap_rows(table[:-1], src.speakers, new_ids, none_row),
+    state["speaker_emb.weight"] = torch.cat([_remap_rows(table[:-1], src.speakers if by_id else [], new_ids, none_row),
                                              none_row[None]])
     prior.load_state_dict(state)
     return copy.deepcopy(prior).eval()

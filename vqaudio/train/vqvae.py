@@ -200,9 +200,10 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     ckpt = last_checkpoint(out) if resume else None
     src = load_model(tcfg.init_from) if tcfg.init_from else None
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids) if tcfg.freeze_codes else None)
+    by_id = tcfg.init_speakers == "by_id"
+    task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids, by_id) if tcfg.freeze_codes else None)
     if src is not None and ckpt is None:  # a resumed run takes its weights from its checkpoint
-        rep = init_weights(task.model, src)
+        rep = init_weights(task.model, src, by_id)
         print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
               f"new {len(rep['new'])} (from the mean voice)" + ("; codes frozen" if tcfg.freeze_codes else ""),
               file=sys.stderr)
