@@ -333,7 +333,28 @@ def test_prepare_dir_any_folder_of_recordings(tmp_path, capsys):
     spk = {s.id: s for s in read_speakers(tmp_path / "out")}
     assert spk["alice"].gender == "F" and spk["alice"].accent == "Scottish" and spk["bob"].gender == "M"
     assert spk["me"].gender == ""
-    # one line and exit 2 for a folder without audio
-    assert cli_main(["prepare", "dir", str(root / "carol"), "--out", str(tmp_path / "o2")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds no audio files" in err[0]
+    # one line and exit 2 for what a user can get wrong; nothing is written
+    (root / "bob" / "gone.wav").symlink_to(tmp_path / "nowhere.wav")
+    (tmp_path / "afile").write_text("x")
+    bad = [
+        (["prepare", "dir", str(root / "carol"), "--out", str(tmp_path / "o2")], "holds no audio files"),
+        (["prepare", "dir", str(root), "--out", str(root / "prepared")], "lies inside the corpus folder"),
+        (["prepare", "dir", str(root), "--out", str(root)], "lies inside the corpus folder"),
+        (["prepare", "dir", str(root / "top.wav"), "--out", str(tmp_path / "o2")], "is a file, not a folder"),
+        (["prepare", "dir", str(root), "--out", str(tmp_path / "afile")], "exists and is not a folder"),
+        (["prepare", "dir", str(root), "--out", str(tmp_path / "o2"), "--valid-fraction", "1.5"], "must be in [0, 1)"),
+        (["prepare", "dir", str(root), "--out", str(tmp_path / "o2"), "--valid-fraction", "-0.1"], "must be in [0, 1)"),
+        (["prepare", "dir", str(root), "--out", str(tmp_path / "o2"), "--valid-fraction", "0.6",
+          "--test-fraction", "0.6"], "nothing would be left to train on"),
+    ]
+    for argv, msg in bad:
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], (argv, err)
+    assert not (tmp_path / "o2").exists() and not (root / "prepared").exists() and not (root / "manifest.jsonl").exists()
+    # a broken symlink is counted as skipped; a prepared corpus inside the folder is not read as a speaker
+    shutil.copytree(tmp_path / "out", root / "old_prepared")
+    assert cli_main(["prepare", "dir", str(root), "--out", str(tmp_path / "out3"), "-q", "-j", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 unreadable" in out and "old_prepared: a prepared corpus" in out, out
+    assert {r["speaker"] for r in read_manifest(tmp_path / "out3")} == {"alice", "bob", "My_Voices"}

@@ -137,6 +137,11 @@ def test_fine_tuning_errors_are_one_line(tmp_path):
         r = _run(train_cmd(c, out, "train.max_steps=1", *extra))
         assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and msg in r.stderr, r.stderr[-2000:]
         assert not out.exists()
+    # a corpus whose utterances all went to other splits: refused before anything is built
+    empty = make_corpus(tmp_path / "e", utts=1)  # the only utterance of each speaker is in valid
+    r = _run(train_cmd(empty, tmp_path / "run", "train.max_steps=1"))
+    assert r.returncode == 2 and "no utterances in split 'train'" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
     r = _run([sys.executable, "-m", "vqaudio", "train", "prior", "--vqvae", "default", f"train.data={c}",
               f"train.out={tmp_path / 'p'}", "train.init_from=default"])
     assert r.returncode == 2 and "train vqvae" in r.stderr, r.stderr[-2000:]

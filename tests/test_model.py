@@ -240,6 +240,10 @@ def test_batch_decode_rows_equal_single_decodes():
     assert torch.equal(batch[1], model.decode(codes[1], speaker="s1", seed=7, backend="torch"))
     with pytest.raises(ValueError, match="2 speakers for a batch of 1"):
         model.decode(codes[:1], speaker=["s0", "s1"])
+    for bad in (codes.float(), codes.numpy().astype("float64"), codes.bool()):  # as the CLI refuses float .npy codes
+        with pytest.raises(ValueError, match="codes must be integers"):
+            model.decode(bad)
+    assert model.decode(codes[0].numpy().astype("int32"), seed=7, backend="torch").shape == (6 * 16,)
 
 
 def test_preemphasis_round_trips_and_decode_undoes_it(tmp_path):

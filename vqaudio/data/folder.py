@@ -25,7 +25,9 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 
 def _audio_files(d: Path, recursive: bool) -> list[Path]:
     it = d.rglob("*") if recursive else d.iterdir()
-    return sorted(f for f in it if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES
+    # a broken symlink is listed too: prepare then skips it with a reason instead of not counting it
+    return sorted(f for f in it if (f.is_file() or (f.is_symlink() and not f.exists()))
+                  and f.suffix.lower() in AUDIO_SUFFIXES
                   and not any(part.startswith(".") for part in f.relative_to(d).parts))
 
 
@@ -58,6 +60,8 @@ def _speaker_info(root: Path) -> dict[str, SpeakerInfo]:
 def read_folder(root: str | Path, speaker: str | None = None) -> VCTKCorpus:
     """List the speakers and utterances of a folder of recordings (no audio is read)."""
     root = Path(root).expanduser()
+    if root.exists() and not root.is_dir():
+        raise CorpusError(f"{root} is a file, not a folder (prepare dir reads a folder of recordings)")
     if not root.is_dir():
         raise CorpusError(f"no such folder: {root}")
     info = _speaker_info(root)
@@ -67,6 +71,9 @@ def read_folder(root: str | Path, speaker: str | None = None) -> VCTKCorpus:
         groups[_clean(speaker or root.resolve().name)] = (root, top)
     notes: dict[str, str] = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (d / "prepare.json").is_file() and (d / "manifest.jsonl").is_file():
+            notes[_clean(d.name)] = "a prepared corpus, not recordings: skipped"
+            continue
         files = _audio_files(d, recursive=True)
         spk = _clean(d.name)
         if not files:

@@ -126,3 +126,12 @@ def write_speakers(root: str | Path, rows: list[dict[str, Any]]) -> None:
 def write_summary(root: str | Path, summary: dict[str, Any]) -> None:
     summary = {"format_version": FORMAT_VERSION, **summary}
     _write_text(Path(root) / SUMMARY, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+
+
+def require_split(root: str | Path, split: str = "train") -> int:
+    """The number of utterances of `split`; a CorpusError when there are none (before a run builds anything)."""
+    n = len(read_manifest(root, split))
+    if n == 0:
+        raise CorpusError(f"{root} has no utterances in split {split!r} (see its prepare.json; "
+                          f"`vqaudio prepare ... --valid-fraction/--test-fraction` move utterances out of train)")
+    return n

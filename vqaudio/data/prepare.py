@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import audio
-from .manifest import write_manifest, write_speakers, write_summary
+from .manifest import CorpusError, write_manifest, write_speakers, write_summary
 from .vctk import VCTKCorpus, assign_splits, choose_test_speakers, read_corpus, stable_hash
 
 CACHE_INDEX = "cache.jsonl"
@@ -165,10 +165,21 @@ def prepare_corpus(
     `folder.read_folder`) and write a prepared corpus to `out`. Returns the summary."""
     opts = options or PrepareOptions()
     t0 = time.time()
+    for name, v in (("valid", valid_fraction), ("test", test_fraction)):
+        if not 0 <= v < 1:
+            raise CorpusError(f"the {name} fraction must be in [0, 1), got {v}")
+    if valid_fraction + test_fraction >= 1:
+        raise CorpusError(f"the valid and test fractions add up to {valid_fraction + test_fraction:g}: "
+                          f"nothing would be left to train on")
     corpus = corpus if corpus is not None else read_corpus(root, mic)
+    out = Path(out)
+    src, dst = corpus.root.resolve(), out.resolve()
+    if dst == src or src in dst.parents:  # the next run would read the prepared copies as recordings
+        raise CorpusError(f"--out {out} lies inside the corpus folder {corpus.root}: choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise CorpusError(f"--out {out} exists and is not a folder")
     if test_speakers is not None:
         choose_test_speakers(corpus.speakers, test_speakers)  # fail on an unknown speaker before any work
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     opts_id = _options_id(opts)
     cache = _load_cache(out, opts_id)

@@ -171,6 +171,8 @@ class VQVAE(nn.Module):
             codes = codes[None]
         if codes.dim() != 3:
             raise ValueError(f"codes must be (n_q, frames) or (B, n_q, frames), got {tuple(codes.shape)}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.shape[1] > self.n_q:
             raise ValueError(f"codes have {codes.shape[1]} codebooks, the model has {self.n_q}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):

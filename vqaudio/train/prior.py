@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..config import PriorConfig, TrainConfig
+from ..data.manifest import require_split
 from ..hub import fingerprint, load_model, save_model
 from ..models.prior import Prior
 from .codes_cache import CodesCache, load_or_encode
@@ -209,6 +210,7 @@ def train_prior(config_path: str | None, overrides: list[str], vqvae_dir: str, r
     if not 1 <= tcfg.crop <= pcfg.max_frames:
         raise ConfigError(f"train.crop is in frames for the prior: it must be in [1, prior.max_frames="
                           f"{pcfg.max_frames}], got {tcfg.crop}")
+    require_split(tcfg.data, "train")
     model = load_model(vqvae_dir)
     model.prior = None
     for p in model.parameters():

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config import TrainConfig, VQVAEConfig
-from ..data.manifest import CorpusError, read_speakers, read_summary
+from ..data.manifest import CorpusError, read_speakers, read_summary, require_split
 from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import fingerprint, load_model, save_model
 from ..models.quantizer import perplexity
@@ -177,6 +177,7 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     tcfg = train_config(raw)
     if not tcfg.data:
         raise ConfigError("no training data: set train.data to a prepared corpus (vqaudio prepare ...)")
+    require_split(tcfg.data, "train")
     speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
     if tcfg.freeze_codes and not tcfg.init_from:
         raise ConfigError("train.freeze_codes keeps the codes of a trained model: set train.init_from too")
@@ -204,9 +205,10 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids, by_id) if tcfg.freeze_codes else None)
     if src is not None and ckpt is None:  # a resumed run takes its weights from its checkpoint
         rep = init_weights(task.model, src, by_id)
+        dropped = len(set(src.speakers) - set(rep["kept"]))
         print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
-              f"new {len(rep['new'])} (from the mean voice)" + ("; codes frozen" if tcfg.freeze_codes else ""),
-              file=sys.stderr)
+              f"new {len(rep['new'])} (from the mean voice), dropped {dropped} (the model's, not in this corpus)"
+              + ("; codes frozen" if tcfg.freeze_codes else ""), file=sys.stderr)
     trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
     if ckpt is not None and trainer.global_rank == 0:
         print(f"resuming from {ckpt}", file=sys.stderr)
