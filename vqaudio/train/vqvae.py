@@ -16,8 +16,8 @@ from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import fingerprint, load_model, save_model
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
-from .runconfig import ConfigError, load_run_config, model_config, save_run_config, train_config
 from .init import carry_prior, init_config, init_weights, model_config_from
+from .runconfig import ConfigError, load_run_config, model_config, save_run_config, train_config
 from .runner import build_trainer, last_checkpoint
 
 
