@@ -247,8 +247,9 @@ def find_audio(root: str | os.PathLike) -> list[Path]:
 
 
 def walk_files(root: str | os.PathLike) -> Iterator[Path]:
-    """Non-hidden files under `root`, following symlinked folders (each real folder visited once,
-    so a link cycle ends); Path.rglob on Python 3.11 does not descend into linked folders."""
+    """Non-hidden files (and broken file symlinks) under `root`, following symlinked folders (each
+    real folder visited once, so a link cycle ends); Path.rglob on Python 3.11 does not descend into
+    linked folders."""
     seen: set[str] = set()
     for d, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(d)
@@ -259,7 +260,8 @@ def walk_files(root: str | os.PathLike) -> Iterator[Path]:
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         for f in files:
             p = Path(d) / f
-            if not f.startswith(".") and p.is_file():
+            # a broken symlink too: the caller then reports it (not found) instead of not counting it
+            if not f.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())):
                 yield p
 
 

@@ -1,7 +1,7 @@
 """Any folder of recordings as a corpus: one subfolder per speaker (`vqaudio prepare dir`).
 
     ROOT/alice/*.wav            speaker "alice"; files may sit in nested folders (alice/day1/take3.flac)
-    ROOT/bob/**/*.flac|ogg|mp3  speaker "bob"
+    ROOT/bob/**/*.flac|ogg|mp3  speaker "bob" (any format soundfile reads: audio.AUDIO_EXTENSIONS)
     ROOT/*.wav                  files at the top level belong to `speaker` (default: ROOT's own name)
 
 A transcript beside an audio file with the same stem (`take3.txt`) is kept as its text. Optional
@@ -16,19 +16,17 @@ import csv
 import re
 from pathlib import Path
 
+from ..audio import AUDIO_EXTENSIONS, find_audio
 from ..config import SpeakerInfo
 from .manifest import CorpusError
 from .vctk import Utterance, VCTKCorpus
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
-
-
 def _audio_files(d: Path, recursive: bool) -> list[Path]:
-    it = d.rglob("*") if recursive else d.iterdir()
-    # a broken symlink is listed too: prepare then skips it with a reason instead of not counting it
-    return sorted(f for f in it if (f.is_file() or (f.is_symlink() and not f.exists()))
-                  and f.suffix.lower() in AUDIO_SUFFIXES
-                  and not any(part.startswith(".") for part in f.relative_to(d).parts))
+    # broken symlinks are listed too: prepare then skips them with a reason instead of not counting them
+    if recursive:
+        return find_audio(d)
+    return sorted(f for f in d.iterdir() if not f.name.startswith(".") and f.suffix.lower() in AUDIO_EXTENSIONS
+                  and (f.is_file() or (f.is_symlink() and not f.exists())))
 
 
 def _clean(name: str) -> str:
@@ -83,7 +81,7 @@ def read_folder(root: str | Path, speaker: str | None = None) -> VCTKCorpus:
         else:
             groups[spk] = (d, files)
     if not groups:
-        raise CorpusError(f"{root} holds no audio files ({', '.join(AUDIO_SUFFIXES)}) at its top level or in "
+        raise CorpusError(f"{root} holds no audio files ({', '.join(AUDIO_EXTENSIONS)}) at its top level or in "
                           f"speaker folders")
     speakers: dict[str, SpeakerInfo] = {}
     utterances: list[Utterance] = []
