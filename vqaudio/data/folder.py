@@ -21,6 +21,7 @@ from ..config import SpeakerInfo
 from .manifest import CorpusError
 from .vctk import Utterance, VCTKCorpus
 
+
 def _audio_files(d: Path, recursive: bool) -> list[Path]:
     # broken symlinks are listed too: prepare then skips them with a reason instead of not counting them
     if recursive:
