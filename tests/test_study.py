@@ -110,6 +110,15 @@ def test_a_variant_trained_differently_is_not_reused(tmp_path):
         _study(tmp_path, minutes=2.0).check(v)
     with pytest.raises(StudyError, match="other settings"):
         study.check(Variant("v", overrides=("model.dither=0.01",)))
+    # the same base file in another checkout (another path, the same content) is the same base
+    other = tmp_path / "elsewhere" / BASE.name
+    other.parent.mkdir()
+    other.write_bytes(BASE.read_bytes())
+    moved = Study(other, study.data, study.out, minutes=5.0, python="PY")
+    assert moved.trained(moved.check(v))
+    other.write_text(BASE.read_text() + "\n# changed\n")
+    with pytest.raises(StudyError, match="other settings"):
+        moved.check(v)
 
 
 def test_training_summary_reads_lightning_csv(tmp_path):
