@@ -115,6 +115,14 @@ def test_fine_tuning_runs_end_to_end(tmp_path):
     assert ft.prior is not None and ft.prior.n_speakers == 2
     assert torch.equal(ft.prior.speaker_emb.weight[0], a.prior.speaker_emb.weight[1])  # b keeps its row
 
+    # train.max_steps=0 exports the starting point (on_train_end never runs): the init weights, new speaker rows
+    r = _run(train_cmd(c2, tmp_path / "ft0", "train.max_steps=0", f"train.init_from={tmp_path / 'a' / 'model'}",
+                       "train.freeze_codes=true"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    ft0 = vqaudio.load_model(tmp_path / "ft0" / "model")
+    assert fingerprint(ft0) == fingerprint(a) and ft0.prior is not None
+    assert torch.equal(ft0.state_dict()["decoder.head2.weight"], sa["decoder.head2.weight"])
+
     # not frozen: everything trains, the codes move, no prior (it would describe other codes)
     r = _run(train_cmd(c2, tmp_path / "ft2", "train.max_steps=3", f"train.init_from={tmp_path / 'a' / 'model'}"))
     assert r.returncode == 0, r.stderr[-2000:]

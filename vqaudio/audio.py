@@ -241,6 +241,12 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         raise
 
 
+def listed_file(p: Path) -> bool:
+    """A file, or a broken file symlink: listed so that the caller reports it (not found) instead of
+    not counting it."""
+    return p.is_file() or (p.is_symlink() and not p.exists())
+
+
 def find_audio(root: str | os.PathLike) -> list[Path]:
     """Audio files under a directory, sorted (hidden files skipped; symlinked folders followed once)."""
     return sorted(p for p in walk_files(root) if p.suffix.lower() in AUDIO_EXTENSIONS)
@@ -260,8 +266,7 @@ def walk_files(root: str | os.PathLike) -> Iterator[Path]:
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
         for f in files:
             p = Path(d) / f
-            # a broken symlink too: the caller then reports it (not found) instead of not counting it
-            if not f.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists())):
+            if not f.startswith(".") and listed_file(p):
                 yield p
 
 

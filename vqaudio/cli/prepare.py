@@ -34,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(v)
     v.set_defaults(func=run_vctk)
 
-    f = kinds.add_parser("dir", help="any folder of recordings: one subfolder per speaker (wav, flac, ogg, mp3)")
-    f.add_argument("root", help="the folder: ROOT/<speaker>/**/*.wav|flac|ogg|mp3 (files at the top level "
+    f = kinds.add_parser("dir", help="any folder of recordings: one subfolder per speaker (any format encode reads)")
+    f.add_argument("root", help="the folder: ROOT/<speaker>/**/*.wav|flac|ogg|mp3|... (files at the top level "
                    "belong to --speaker)")
     f.add_argument("--speaker", help="speaker id of the files directly in ROOT (default: ROOT's name)")
     f.add_argument("--no-trim-silence", dest="trim_silence", action="store_false",

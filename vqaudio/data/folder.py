@@ -16,7 +16,7 @@ import csv
 import re
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS, find_audio
+from ..audio import AUDIO_EXTENSIONS, find_audio, listed_file
 from ..config import SpeakerInfo
 from .manifest import CorpusError
 from .vctk import Utterance, VCTKCorpus
@@ -27,7 +27,7 @@ def _audio_files(d: Path, recursive: bool) -> list[Path]:
     if recursive:
         return find_audio(d)
     return sorted(f for f in d.iterdir() if not f.name.startswith(".") and f.suffix.lower() in AUDIO_EXTENSIONS
-                  and (f.is_file() or (f.is_symlink() and not f.exists())))
+                  and listed_file(f))
 
 
 def _clean(name: str) -> str:

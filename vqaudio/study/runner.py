@@ -162,8 +162,10 @@ class Study:
         """The variant's state; an error if OUT/<variant> was made with other settings."""
         st = self.state(v)
         # the base file is known by its content: the same recipe read from another checkout (path) is the same base
-        same = {k: x for k, x in (st.get("identity") or {}).items() if k != "base"}
-        if st and same != {k: x for k, x in self.identity(v).items() if k != "base"}:
+        def key(identity: dict) -> dict:
+            return {k: x for k, x in identity.items() if k != "base"}
+
+        if st and key(st.get("identity") or {}) != key(self.identity(v)):
             raise StudyError(f"{self.dir(v)} was trained with other settings (base, overrides, data or max_steps); "
                              "use another --out or delete that directory")
         if st.get("minutes", 0) > self.minutes:

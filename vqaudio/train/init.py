@@ -69,11 +69,12 @@ def model_config_from(raw: dict[str, Any], speakers: list, base: VQVAEConfig, in
     a key that would change the architecture is a ConfigError naming it.
     """
     m = {k: v for k, v in dict(raw.get("model") or {}).items() if k != "preset"}
+    base = base.with_speakers([])
     try:
-        cfg = apply_overrides(base.with_speakers([]), m)
+        cfg = apply_overrides(base, m)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"model: {e}") from None
-    old, new = _flat(to_dict(base.with_speakers([]))), _flat(to_dict(cfg))
+    old, new = _flat(to_dict(base)), _flat(to_dict(cfg))
     changed = sorted(k for k in new if new[k] != old.get(k) and k not in TRAINING_ONLY)
     if changed:
         what = ", ".join(f"{k}={new[k]!r} (the model has {old.get(k)!r})" for k in changed[:3])
@@ -126,8 +127,6 @@ def carry_prior(src, new_ids: list[str], by_id: bool = True):
     A speaker the prior knows keeps its row (with `by_id`); a new one gets the
     "no speaker" row, which is what the prior predicts for anyone.
     """
-    import copy
-
     from ..models.prior import Prior
 
     old = getattr(src, "prior", None)
@@ -140,4 +139,4 @@ def carry_prior(src, new_ids: list[str], by_id: bool = True):
     state["speaker_emb.weight"] = torch.cat([_remap_rows(table[:-1], src.speakers if by_id else [], new_ids, none_row),
                                              none_row[None]])
     prior.load_state_dict(state)
-    return copy.deepcopy(prior).eval()
+    return prior.eval()

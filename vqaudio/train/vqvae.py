@@ -41,6 +41,7 @@ class VQVAETask(L.LightningModule):
                 p.requires_grad_(False)
         # not a registered submodule: neither trained nor checkpointed; attached to the exported model
         object.__setattr__(self, "carried_prior", carried_prior)
+        self.exported = False
         # not a registered submodule: checkpoints hold the plain model once
         object.__setattr__(self, "forward_fn", torch.compile(self.model) if tcfg.compile else self.model)
         self._val_counts: list[torch.Tensor] = []
@@ -135,6 +136,7 @@ class VQVAETask(L.LightningModule):
             self.write_example()
 
     def export(self) -> None:
+        self.exported = True
         if self.carried_prior is not None:  # in __dict__, not _modules: it stays out of training and checkpoints
             object.__setattr__(self.model, "prior", self.carried_prior)
         try:
@@ -199,11 +201,12 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     out.mkdir(parents=True, exist_ok=True)
     save_run_config(out, raw, tcfg, mcfg)
     ckpt = last_checkpoint(out) if resume else None
-    src = load_model(tcfg.init_from) if tcfg.init_from else None
+    # a resumed run takes its weights from its checkpoint: the init model is read only to start, or for its prior
+    src = load_model(tcfg.init_from) if tcfg.init_from and (ckpt is None or tcfg.freeze_codes) else None
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     by_id = tcfg.init_speakers == "by_id"
     task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids, by_id) if tcfg.freeze_codes else None)
-    if src is not None and ckpt is None:  # a resumed run takes its weights from its checkpoint
+    if src is not None and ckpt is None:
         rep = init_weights(task.model, src, by_id)
         dropped = len(set(src.speakers) - set(rep["kept"]))
         print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
@@ -213,5 +216,7 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     if ckpt is not None and trainer.global_rank == 0:
         print(f"resuming from {ckpt}", file=sys.stderr)
     trainer.fit(task, ckpt_path=str(ckpt) if ckpt else None)
+    if ckpt is None and not task.exported and trainer.global_rank == 0:
+        task.export()  # train.max_steps=0 ends before on_train_end: the model as it starts (e.g. from init_from)
     return out / "model"
 
