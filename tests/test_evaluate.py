@@ -377,6 +377,21 @@ def test_a_folder_of_audio_gets_a_judge_from_the_training_corpus(tmp_path):
                  "test_speakers", "--judge-data", str(tmp_path / "nope"), "--no-progress"]) == 2
 
 
+def test_conversion_targets_are_voices_the_judge_has_heard(tmp_path):
+    """A model that knows a voice the corpus lacks (fine-tuned with train.keep_speakers) is not asked to
+    convert into it: the judge could never say it was right."""
+    pytest.importorskip("sklearn")
+    import vqaudio
+    from vqaudio.evaluation import evaluate
+
+    torch.manual_seed(0)
+    model = vqaudio.VQVAE(vqaudio.VQVAEConfig.tiny().with_speakers(["zz", "s0", "s1"])).eval()
+    r = evaluate(model, make_corpus(tmp_path / "corpus"), max_utterances=4, seconds=0.15, backend="torch",
+                 stats_utterances=2, progress=False)
+    assert {u["target_speaker"] for u in r["utterances"]} == {"s0", "s1"}
+    assert any("conversion targets: the 2 of the model's 3 speakers" in n for n in r["notes"])
+
+
 def _empty(tmp_path):
     d = tmp_path / "empty"
     d.mkdir()

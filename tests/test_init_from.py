@@ -14,7 +14,7 @@ from vqaudio.config import PriorConfig, VQVAEConfig
 from vqaudio.hub import fingerprint, save_model
 from vqaudio.models.prior import Prior
 from vqaudio.models.vqvae import VQVAE
-from vqaudio.train.init import carry_prior, init_weights, model_config_from
+from vqaudio.train.init import carry_prior, init_weights, model_config_from, run_speakers
 from vqaudio.train.runconfig import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,6 +63,28 @@ def test_weights_are_copied_and_speakers_mapped_by_id():
     a = src.decode(codes, speaker="a", seed=3, backend="torch")
     b = dst.decode(codes, speaker="a", seed=3, backend="torch")
     assert torch.equal(a, b)
+
+
+def test_keep_speakers_puts_the_init_models_voices_first_and_keeps_their_rows():
+    base = VQVAEConfig.tiny().with_speakers(["a", "b"])
+    new = VQVAEConfig.tiny().with_speakers(["b", "x"]).speakers
+    assert [s.id for s in run_speakers(new, base, keep=False, by_id=True, init_from="M")] == ["b", "x"]
+    assert [s.id for s in run_speakers(new, base, keep=True, by_id=True, init_from="M")] == ["a", "b", "x"]
+    with pytest.raises(ConfigError, match="one id would mean two voices"):  # b of the corpus is not the model's b
+        run_speakers(new, base, keep=True, by_id=False, init_from="M")
+    only_new = VQVAEConfig.tiny().with_speakers(["x", "y"]).speakers
+    assert [s.id for s in run_speakers(only_new, base, keep=True, by_id=False, init_from="M")] == ["a", "b", "x", "y"]
+
+    src = _model(["a", "b"], seed=0)
+    dst = _model(["a", "b", "x", "y"], seed=1)
+    rep = init_weights(dst, src, by_id=False, keep=True)  # the corpus's voices from the mean, the model's kept
+    assert rep == {"kept": ["a", "b"], "new": ["x", "y"]}
+    emb_s, emb_d = src.state_dict()["decoder.speaker_embedding.weight"], dst.state_dict()["decoder.speaker_embedding.weight"]
+    assert torch.equal(emb_d[:2], emb_s) and torch.allclose(emb_d[2], emb_s.mean(0))
+    src.prior = Prior(PriorConfig(d_model=16, n_layers=1, n_heads=2, max_frames=64), codebook_size=16, n_speakers=2)
+    p = carry_prior(src, dst.speakers, by_id=False, keep=True)
+    old = src.prior.speaker_emb.weight
+    assert torch.equal(p.speaker_emb.weight[:2], old[:2]) and torch.equal(p.speaker_emb.weight[2], old[2])
 
 
 def test_a_model_without_speakers_starts_speaker_projections_at_zero():
@@ -115,6 +137,17 @@ def test_fine_tuning_runs_end_to_end(tmp_path):
     assert ft.prior is not None and ft.prior.n_speakers == 2
     assert torch.equal(ft.prior.speaker_emb.weight[0], a.prior.speaker_emb.weight[1])  # b keeps its row
 
+    # keep_speakers: the new model knows a's speakers and the corpus's; a, absent from the corpus, is untouched
+    r = _run(train_cmd(c2, tmp_path / "ftk", "train.max_steps=3", f"train.init_from={tmp_path / 'a' / 'model'}",
+                       "train.freeze_codes=true", "train.keep_speakers=true"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "speakers kept 2, new 1" in r.stderr and "dropped 0" in r.stderr, r.stderr[-2000:]
+    ftk = vqaudio.load_model(tmp_path / "ftk" / "model")
+    assert ftk.speakers == [*a.speakers, "c"] and fingerprint(ftk) == fingerprint(a)
+    key = "decoder.speaker_embedding.weight"
+    assert torch.equal(ftk.state_dict()[key][0], sa[key][0])  # no audio of a: Adam never moves its row
+    assert ftk.prior.n_speakers == 3 and torch.equal(ftk.prior.speaker_emb.weight[:2], a.prior.speaker_emb.weight[:2])
+
     # train.max_steps=0 exports the starting point (on_train_end never runs): the init weights, new speaker rows
     r = _run(train_cmd(c2, tmp_path / "ft0", "train.max_steps=0", f"train.init_from={tmp_path / 'a' / 'model'}",
                        "train.freeze_codes=true"))
@@ -138,6 +171,7 @@ def test_fine_tuning_errors_are_one_line(tmp_path):
     cases = [
         (["train.init_from=" + str(tmp_path / "missing")], "no such model"),
         (["train.freeze_codes=true"], "set train.init_from too"),
+        (["train.keep_speakers=true"], "set train.init_from too"),
         (["train.init_from=default", "model.decoder.stacks=3"], "changes the architecture"),
     ]
     for extra, msg in cases:

@@ -307,3 +307,7 @@ class TrainConfig:
     # With init_from: train the decoder only. The encoder and codebook stay fixed, so the codes keep
     # their meaning (same fingerprint; the init model's prior carries over).
     freeze_codes: bool = False
+    # With init_from: keep the init model's speakers beside the new corpus's (the new model knows
+    # both; the kept ones are not trained on, so they drift as much as the decoder does). Without
+    # it, the model's speakers are the corpus's alone.
+    keep_speakers: bool = False

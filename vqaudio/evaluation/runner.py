@@ -188,6 +188,15 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
                                                   backend, temperature, segment_seconds, batch_size, notes, progress)
 
     t_judge = time.perf_counter() - t0
+    # conversion targets: model speakers with training audio in the judge's corpus, so a verdict can be
+    # right (a model fine-tuned with train.keep_speakers knows voices its new corpus lacks)
+    heard = {u.speaker for u in judge_corpus.split("train")}
+    targets = [s for s in model.speakers if s in heard]
+    if len(targets) < 2:
+        targets = list(model.speakers)
+    elif len(targets) < len(model.speakers):
+        notes.append(f"conversion targets: the {len(targets)} of the model's {len(model.speakers)} speakers "
+                     f"with training audio in {judge_data if judge_data is not None else data_dir}")
 
     # 1. whole utterances -> codebook statistics and prior NLL
     all_codes, prior_spk, file_bytes, file_seconds = [], [], 0, 0.0
@@ -219,7 +228,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
         else:  # a held-out speaker: decode with the training speaker the judge finds closest
             dec_spk = judge.predict(crop) if judge is not None else model.speakers[0]
         src_gender = genders.get(u.speaker, "")
-        target = conversion_target(dec_spk, src_gender, model.speakers, genders, i) if model.speakers else None
+        target = conversion_target(dec_spk, src_gender, targets, genders, i) if model.speakers else None
         si = model.speaker_index(dec_spk)
         wrong = model.speaker_index(target) if target is not None else None
         nll = likelihood.decoder_checks(model, crop, codes, si, wrong, seed + i, nll_seconds)

@@ -11,8 +11,10 @@ the init model's architecture and weights, and the speakers of its own corpus.
   is written.
 - Speakers: a speaker both models know keeps its embedding row; a new speaker
   starts from the mean of the init model's rows (a neutral voice rather than
-  noise). Rows of speakers the new corpus lacks are dropped. `train.init_speakers=mean`
-  starts every speaker from the mean, for corpora whose ids name other people.
+  noise). Rows of speakers the new corpus lacks are dropped, unless
+  `train.keep_speakers` keeps them: the new model then knows the init model's
+  speakers and the corpus's. `train.init_speakers=mean` starts every corpus
+  speaker from the mean, for corpora whose ids name other people.
 - Codebook: taken over with its EMA state, so no k-means initialisation runs.
 - `train.freeze_codes`: the encoder and codebook stay as they are (no
   gradients, no EMA updates, no restarts), so the codes keep their meaning:
@@ -83,21 +85,45 @@ def model_config_from(raw: dict[str, Any], speakers: list, base: VQVAEConfig, in
     return cfg.with_speakers(speakers)
 
 
+def run_speakers(corpus: list, init: VQVAEConfig, keep: bool, by_id: bool, init_from: str) -> list:
+    """The fine-tuning run's speakers: the corpus's, after the init model's own with `keep`.
+
+    With `keep` and `by_id=False` an id in both would name two people: refused.
+    """
+    if not keep:
+        return list(corpus)
+    old = list(init.speakers)
+    old_ids = {s.id for s in old}
+    both = [s.id for s in corpus if s.id in old_ids]
+    if both and not by_id:
+        raise ConfigError(f"train.keep_speakers with train.init_speakers=mean: {', '.join(both[:5])}"
+                          f"{' ...' if len(both) > 5 else ''} name speakers of both {init_from} and the corpus, "
+                          f"so one id would mean two voices; rename the corpus's speakers "
+                          f"(e.g. vqaudio prepare dir with other folder names) or use init_speakers=by_id")
+    return old + [s for s in corpus if s.id not in old_ids]
+
+
 def _remap_rows(old: torch.Tensor, old_ids: list[str], new_ids: list[str], fill: torch.Tensor) -> torch.Tensor:
     """Rows of a per-speaker table by id; ids the old table lacks get `fill`."""
     rows = [old[old_ids.index(s)] if s in old_ids else fill for s in new_ids]
     return torch.stack(rows) if rows else old[:0]
 
 
+def _matched(old_ids: list[str], by_id: bool, keep: bool) -> list[str]:
+    """The init model's speaker ids whose rows a fine-tuning run takes over."""
+    return list(old_ids) if by_id or keep else []
+
+
 @torch.no_grad()
-def init_weights(model, src, by_id: bool = True) -> dict[str, Any]:
+def init_weights(model, src, by_id: bool = True, keep: bool = False) -> dict[str, Any]:
     """Copy `src`'s weights (and codebook state) into `model`, mapping speakers by id
-    (or, with `by_id=False`, starting every speaker from the mean voice).
+    (or, with `by_id=False`, starting every corpus speaker from the mean voice; with
+    `keep` the init model's own speakers, which run_speakers put first, keep their rows).
 
     Both are VQVAEs of one architecture (model_config_from checked it). Returns
     a report: speakers kept and new.
     """
-    old_ids, new_ids = (src.speakers if by_id else []), model.speakers
+    old_ids, new_ids = _matched(src.speakers, by_id, keep), model.speakers
     state = {k: v for k, v in src.state_dict().items() if not k.startswith("prior.")}
     ref = model.state_dict()
     key = "decoder.speaker_embedding.weight"
@@ -121,7 +147,7 @@ def init_weights(model, src, by_id: bool = True) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def carry_prior(src, new_ids: list[str], by_id: bool = True):
+def carry_prior(src, new_ids: list[str], by_id: bool = True, keep: bool = False):
     """`src`'s prior for a model whose speakers are `new_ids` (same codes), or None.
 
     A speaker the prior knows keeps its row (with `by_id`); a new one gets the
@@ -136,7 +162,8 @@ def carry_prior(src, new_ids: list[str], by_id: bool = True):
     state = {k: v.clone() for k, v in old.state_dict().items()}
     table = state["speaker_emb.weight"]  # (S_old + 1, d), last row: no speaker
     none_row = table[-1]
-    state["speaker_emb.weight"] = torch.cat([_remap_rows(table[:-1], src.speakers if by_id else [], new_ids, none_row),
+    state["speaker_emb.weight"] = torch.cat([_remap_rows(table[:-1], _matched(src.speakers, by_id, keep), new_ids,
+                                                         none_row),
                                              none_row[None]])
     prior.load_state_dict(state)
     return prior.eval()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -16,7 +17,7 @@ from ..data.segments import CropDataset, FixedCropDataset
 from ..hub import fingerprint, load_model, save_model
 from ..models.quantizer import perplexity
 from ..models.vqvae import VQVAE
-from .init import carry_prior, init_config, init_weights, model_config_from
+from .init import carry_prior, init_config, init_weights, model_config_from, run_speakers
 from .runconfig import ConfigError, load_run_config, model_config, save_run_config, train_config
 from .runner import build_trainer, last_checkpoint
 
@@ -183,8 +184,13 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
     if tcfg.freeze_codes and not tcfg.init_from:
         raise ConfigError("train.freeze_codes keeps the codes of a trained model: set train.init_from too")
-    if tcfg.init_from:  # fine-tuning: the init model's architecture, this corpus's speakers
-        mcfg = model_config_from(raw, speakers, init_config(tcfg.init_from), tcfg.init_from)
+    if tcfg.keep_speakers and not tcfg.init_from:
+        raise ConfigError("train.keep_speakers keeps the speakers of a trained model: set train.init_from too")
+    by_id = tcfg.init_speakers == "by_id"
+    if tcfg.init_from:  # fine-tuning: the init model's architecture, this corpus's speakers (+ its own with keep)
+        base = init_config(tcfg.init_from)
+        speakers = run_speakers(speakers, base, tcfg.keep_speakers, by_id, tcfg.init_from)
+        mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
     else:
         mcfg = model_config(raw, speakers)
     corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
@@ -204,14 +210,15 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     # a resumed run takes its weights from its checkpoint: the init model is read only to start, or for its prior
     src = load_model(tcfg.init_from) if tcfg.init_from and (ckpt is None or tcfg.freeze_codes) else None
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    by_id = tcfg.init_speakers == "by_id"
-    task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids, by_id) if tcfg.freeze_codes else None)
+    keep = tcfg.keep_speakers
+    task = VQVAETask(mcfg, tcfg, out, carry_prior(src, mcfg.speaker_ids, by_id, keep) if tcfg.freeze_codes else None)
     if src is not None and ckpt is None:
-        rep = init_weights(task.model, src, by_id)
+        rep = init_weights(task.model, src, by_id, keep)
         dropped = len(set(src.speakers) - set(rep["kept"]))
-        print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
-              f"new {len(rep['new'])} (from the mean voice), dropped {dropped} (the model's, not in this corpus)"
-              + ("; codes frozen" if tcfg.freeze_codes else ""), file=sys.stderr)
+        if rank_zero_only.rank == 0:  # DDP runs this function in every process: one message
+            print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
+                  f"new {len(rep['new'])} (from the mean voice), dropped {dropped} (the model's, not in this corpus)"
+                  + ("; codes frozen" if tcfg.freeze_codes else ""), file=sys.stderr)
     trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
     if ckpt is not None and trainer.global_rank == 0:
         print(f"resuming from {ckpt}", file=sys.stderr)
