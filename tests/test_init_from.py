@@ -148,6 +148,23 @@ def test_fine_tuning_runs_end_to_end(tmp_path):
     assert torch.equal(ftk.state_dict()[key][0], sa[key][0])  # no audio of a: Adam never moves its row
     assert ftk.prior.n_speakers == 3 and torch.equal(ftk.prior.speaker_emb.weight[:2], a.prior.speaker_emb.weight[:2])
 
+    # freeze_decoder: speaker adaptation; every weight but the corpus speakers' embedding rows stays as it was
+    r = _run(train_cmd(c2, tmp_path / "ftd", "train.max_steps=3", f"train.init_from={tmp_path / 'a' / 'model'}",
+                       "train.freeze_codes=true", "train.freeze_decoder=true", "train.keep_speakers=true",
+                       "train.lr=1e-2"))
+    assert r.returncode == 0 and "only speaker embeddings train" in r.stderr, r.stderr[-2000:]
+    ftd = vqaudio.load_model(tmp_path / "ftd" / "model")
+    sd = ftd.state_dict()
+    for k in sa:
+        if not k.startswith("prior.") and k != key:
+            assert torch.equal(sa[k], sd[k]), k
+    assert torch.equal(sd[key][0], sa[key][0])  # a: not in the corpus, untouched
+    assert not torch.equal(sd[key][1], sa[key][1])  # b: adapted
+    x = torch.randn(1, 512) * 0.1
+    codes = a.encode(x, sample_rate=16000)
+    assert torch.equal(a.decode(codes, speaker="a", seed=1, backend="torch"),
+                       ftd.decode(codes, speaker="a", seed=1, backend="torch"))
+
     # train.max_steps=0 exports the starting point (on_train_end never runs): the init weights, new speaker rows
     r = _run(train_cmd(c2, tmp_path / "ft0", "train.max_steps=0", f"train.init_from={tmp_path / 'a' / 'model'}",
                        "train.freeze_codes=true"))
@@ -172,6 +189,7 @@ def test_fine_tuning_errors_are_one_line(tmp_path):
         (["train.init_from=" + str(tmp_path / "missing")], "no such model"),
         (["train.freeze_codes=true"], "set train.init_from too"),
         (["train.keep_speakers=true"], "set train.init_from too"),
+        (["train.init_from=default", "train.freeze_decoder=true"], "set train.freeze_codes=true too"),
         (["train.init_from=default", "model.decoder.stacks=3"], "changes the architecture"),
     ]
     for extra, msg in cases:

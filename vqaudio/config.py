@@ -311,3 +311,7 @@ class TrainConfig:
     # both; the kept ones are not trained on, so they drift as much as the decoder does). Without
     # it, the model's speakers are the corpus's alone.
     keep_speakers: bool = False
+    # With freeze_codes: train the speaker embeddings only (speaker adaptation). The decoder stays as
+    # it is, so every voice the init model had decodes exactly as before (keep_speakers) and the new
+    # voices are points in its speaker space; a much higher lr than whole-decoder fine-tuning suits it.
+    freeze_decoder: bool = False

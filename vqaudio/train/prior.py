@@ -202,8 +202,8 @@ def train_prior(config_path: str | None, overrides: list[str], vqvae_dir: str, r
     if "out" not in (raw.get("train") or {}):  # never resume from the VQ-VAE's run directory by accident
         tcfg = dataclasses.replace(tcfg, out="runs/prior")
     pcfg = prior_config(raw)
-    if tcfg.init_from or tcfg.freeze_codes or tcfg.keep_speakers:
-        raise ConfigError("train.init_from / freeze_codes / keep_speakers are for `vqaudio train vqvae`; a prior starts fresh "
+    if tcfg.init_from or tcfg.freeze_codes or tcfg.keep_speakers or tcfg.freeze_decoder:
+        raise ConfigError("train.init_from / freeze_codes / freeze_decoder / keep_speakers are for `vqaudio train vqvae`; a prior starts fresh "
                           "(a VQ-VAE fine-tuned with train.freeze_codes keeps its init model's prior)")
     if not tcfg.data:
         raise ConfigError("no training data: set train.data to a prepared corpus (vqaudio prepare ...)")

@@ -40,6 +40,9 @@ class VQVAETask(L.LightningModule):
         if tcfg.freeze_codes:
             for p in [*self.model.encoder.parameters(), *self.model.quantizer.parameters()]:
                 p.requires_grad_(False)
+        if tcfg.freeze_decoder:  # speaker adaptation: only the embedding rows of the corpus's speakers move
+            for name, p in self.model.decoder.named_parameters():
+                p.requires_grad_(name == "speaker_embedding.weight")
         # not a registered submodule: neither trained nor checkpointed; attached to the exported model
         object.__setattr__(self, "carried_prior", carried_prior)
         self.exported = False
@@ -184,6 +187,8 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     speakers = read_speakers(tcfg.data, split="train") or read_speakers(tcfg.data)
     if tcfg.freeze_codes and not tcfg.init_from:
         raise ConfigError("train.freeze_codes keeps the codes of a trained model: set train.init_from too")
+    if tcfg.freeze_decoder and not tcfg.freeze_codes:
+        raise ConfigError("train.freeze_decoder trains the speaker embeddings only: set train.freeze_codes=true too")
     if tcfg.keep_speakers and not tcfg.init_from:
         raise ConfigError("train.keep_speakers keeps the speakers of a trained model: set train.init_from too")
     by_id = tcfg.init_speakers == "by_id"
@@ -191,6 +196,11 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
         base = init_config(tcfg.init_from)
         speakers = run_speakers(speakers, base, tcfg.keep_speakers, by_id, tcfg.init_from)
         mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
+        if tcfg.freeze_decoder and not (base.speakers and speakers):
+            raise ConfigError(f"train.freeze_decoder adapts speaker embeddings, but "
+                              + ("the corpus has no speakers" if not speakers else
+                                 f"{tcfg.init_from} has no speaker conditioning to adapt")
+                              + "; fine-tune the decoder instead (drop train.freeze_decoder)")
     else:
         mcfg = model_config(raw, speakers)
     corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
@@ -218,7 +228,8 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
         if rank_zero_only.rank == 0:  # DDP runs this function in every process: one message
             print(f"starting from {src.source_path} (fingerprint {fingerprint(src)}): speakers kept {len(rep['kept'])}, "
                   f"new {len(rep['new'])} (from the mean voice), dropped {dropped} (the model's, not in this corpus)"
-                  + ("; codes frozen" if tcfg.freeze_codes else ""), file=sys.stderr)
+                  + ("; only speaker embeddings train" if tcfg.freeze_decoder else
+                     "; codes frozen" if tcfg.freeze_codes else ""), file=sys.stderr)
     trainer = build_trainer(tcfg, out, samples_per_step=tcfg.batch_size * tcfg.crop)
     if ckpt is not None and trainer.global_rank == 0:
         print(f"resuming from {ckpt}", file=sys.stderr)
