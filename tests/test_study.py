@@ -116,6 +116,8 @@ def test_a_variant_trained_differently_is_not_reused(tmp_path):
     other.write_bytes(BASE.read_bytes())
     moved = Study(other, study.data, study.out, minutes=5.0, python="PY")
     assert moved.trained(moved.check(v))
+    moved.known = [v]  # and its finished variants are in the other checkout's table
+    assert moved._matches(v)
     other.write_text(BASE.read_text() + "\n# changed\n")
     with pytest.raises(StudyError, match="other settings"):
         moved.check(v)

@@ -158,14 +158,16 @@ class Study:
         text = json.dumps(state, indent=1) + "\n"
         atomic_write(self.dir(v) / "state.json", lambda tmp: Path(tmp).write_text(text))
 
+    @staticmethod
+    def _key(identity: dict) -> dict:
+        """What makes two identities the same: the base file is known by its content, so the same
+        recipe read from another checkout (another path) is the same base."""
+        return {k: x for k, x in identity.items() if k != "base"}
+
     def check(self, v: Variant) -> dict:
         """The variant's state; an error if OUT/<variant> was made with other settings."""
         st = self.state(v)
-        # the base file is known by its content: the same recipe read from another checkout (path) is the same base
-        def key(identity: dict) -> dict:
-            return {k: x for k, x in identity.items() if k != "base"}
-
-        if st and key(st.get("identity") or {}) != key(self.identity(v)):
+        if st and self._key(st.get("identity") or {}) != self._key(self.identity(v)):
             raise StudyError(f"{self.dir(v)} was trained with other settings (base, overrides, data or max_steps); "
                              "use another --out or delete that directory")
         if st.get("minutes", 0) > self.minutes:
@@ -311,7 +313,7 @@ class Study:
 
     def _matches(self, v: Variant) -> bool:
         st = self.state(v)
-        return bool(st) and st.get("identity") == self.identity(v) and self.trained(st)
+        return bool(st) and self._key(st.get("identity") or {}) == self._key(self.identity(v)) and self.trained(st)
 
     def run(self, variants: list[Variant], known: list[Variant] | None = None) -> Path:
         """Train, evaluate and tabulate `variants`; `known` (all variant files) adds earlier results in OUT."""
