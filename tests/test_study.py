@@ -44,7 +44,7 @@ def test_every_shipped_variant_resolves_on_the_base_and_the_smoke_preset():
     # the bitrate arithmetic documented in README.md
     assert rates["base"] == 2250 and rates["hop320_k512x5"] == 2250 and rates["hop160_k2048x2"] == 2200
     assert rates["hop160_k4096"] == 1200 and rates["hop320_k4096"] == 600
-    mcfg, tcfg = resolve(BASE, select_variants(ABLATIONS, "crop2048_batch8")[0])
+    mcfg, tcfg = resolve(BASE, select_variants(ABLATIONS, "crop4096_batch4")[0])
     assert tcfg.crop * tcfg.batch_size == 4096 * 4
     mcfg, _ = resolve(BASE, select_variants(ABLATIONS, "restart_0.05")[0])
     assert mcfg.quantizer.restart_threshold == 0.05 and mcfg.decoder.residual_channels == 64  # cpu preset kept
