@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Subset
 
 from ..config import TrainConfig, VQVAEConfig
@@ -197,7 +197,7 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
         speakers = run_speakers(speakers, base, tcfg.keep_speakers, by_id, tcfg.init_from)
         mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
         if tcfg.freeze_decoder and not (base.speakers and speakers):
-            raise ConfigError(f"train.freeze_decoder adapts speaker embeddings, but "
+            raise ConfigError("train.freeze_decoder adapts speaker embeddings, but "
                               + ("the corpus has no speakers" if not speakers else
                                  f"{tcfg.init_from} has no speaker conditioning to adapt")
                               + "; fine-tune the decoder instead (drop train.freeze_decoder)")
