@@ -194,13 +194,13 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
     by_id = tcfg.init_speakers == "by_id"
     if tcfg.init_from:  # fine-tuning: the init model's architecture, this corpus's speakers (+ its own with keep)
         base = init_config(tcfg.init_from)
-        speakers = run_speakers(speakers, base, tcfg.keep_speakers, by_id, tcfg.init_from)
-        mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
-        if tcfg.freeze_decoder and not (base.speakers and speakers):
+        if tcfg.freeze_decoder and not (base.speakers and speakers):  # the corpus's own speakers, before keep
             raise ConfigError("train.freeze_decoder adapts speaker embeddings, but "
                               + ("the corpus has no speakers" if not speakers else
                                  f"{tcfg.init_from} has no speaker conditioning to adapt")
                               + "; fine-tune the decoder instead (drop train.freeze_decoder)")
+        speakers = run_speakers(speakers, base, tcfg.keep_speakers, by_id, tcfg.init_from)
+        mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
     else:
         mcfg = model_config(raw, speakers)
     corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
