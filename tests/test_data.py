@@ -274,6 +274,27 @@ def test_prepare_synthetic_tiny(tmp_path, capsys):
     assert a.size != b.size or not np.array_equal(a, b)  # same text, different voices
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_prepare_synthetic_id_prefix(tmp_path):
+    # a second corpus whose ids cannot collide with another's es001... (fine-tuning with keep_speakers)
+    rc = cli_main(["prepare", "synthetic", "--out", str(tmp_path), "--speakers", "1", "--utterances", "1",
+                   "--seed", "2", "--id-prefix", "new-", "-q", "-j", "1"])
+    assert rc == 0
+    assert [r["speaker"] for r in read_manifest(tmp_path)] == ["new-es001"]
+    assert [x.id for x in read_speakers(tmp_path)] == ["new-es001"]
+    assert (tmp_path / "raw/wav48_silence_trimmed/new-es001/new-es001_001_mic1.flac").is_file()
+
+
+@pytest.mark.parametrize("prefix", ["a_b", "a b", "../x"])
+def test_prepare_synthetic_bad_id_prefix(tmp_path, capsys, prefix):
+    # refused before any synthesizer runs or any file is written
+    out = tmp_path / "c"
+    assert cli_main(["prepare", "synthetic", "--out", str(out), "--id-prefix", prefix, "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "letters, digits and '-' only" in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.skipif(shutil.which("flite") is None or shutil.which("espeak-ng") is None,
                     reason="flite or espeak-ng not installed")
 def test_prepare_synthetic_mixed_synths(tmp_path):

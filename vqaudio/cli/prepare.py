@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--synth", default="espeak", help="comma-separated synthesizers: espeak, flite, festival, piper, "
                    "or 'all' (those installed). flite/festival/piper voices are taken first (more natural), "
                    "espeak-ng fills the rest (default: espeak)")
+    s.add_argument("--id-prefix", default="", metavar="STR",
+                   help="prepended to every speaker id (es001 -> STRes001): keeps a second corpus's ids apart from "
+                   "another's, e.g. the default model's when fine-tuning with train.keep_speakers (letters, digits, '-')")
     s.add_argument("--no-trim-silence", dest="trim_silence", action="store_false",
                    help="keep espeak-ng's trailing silence")
     _common(s)
@@ -101,7 +104,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
     else:
         synths = tuple(s.strip() for s in args.synth.split(",") if s.strip())
     raw = Path(args.out) / "raw"
-    stats = synthesize_corpus(raw, args.speakers, args.utterances, args.seed, args.jobs, not args.quiet, synths)
+    stats = synthesize_corpus(raw, args.speakers, args.utterances, args.seed, args.jobs, not args.quiet, synths,
+                              args.id_prefix)
     rc = _prepare(args, raw, "synthetic", args.trim_silence, True, "mic1")
     rate = stats["utterances_per_second"]
     if rate:

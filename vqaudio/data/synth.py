@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -88,8 +89,15 @@ def _espeak_candidates(seed: int) -> list[Voice]:
     return out
 
 
-def choose_voices(n: int, seed: int = 0, jobs: int = 1, synths: tuple[str, ...] = ("espeak",)) -> list[Voice]:
-    """`n` distinct speakers: the natural (flite/festival) voices first, espeak-ng fills the rest."""
+def choose_voices(n: int, seed: int = 0, jobs: int = 1, synths: tuple[str, ...] = ("espeak",),
+                  id_prefix: str = "") -> list[Voice]:
+    """`n` distinct speakers: the natural (flite/festival) voices first, espeak-ng fills the rest.
+
+    Ids are `{id_prefix}{es|fl|fe|pp}{NNN}`. A prefix keeps the ids of a second corpus apart from those of
+    another (e.g. the default model's, when its speakers are kept beside new ones in fine-tuning): without
+    one, es001 of seed 1 and es001 of seed 2 are different voices under the same id.
+    """
+    check_id_prefix(id_prefix)
     for s in synths:
         require(s)
     natural = [v for s in synths if s != "espeak" for v in catalogue(s)]
@@ -127,8 +135,15 @@ def choose_voices(n: int, seed: int = 0, jobs: int = 1, synths: tuple[str, ...] 
     out = []
     for v, (_, f0) in zip(chosen, measured):
         counts[v.synth] = counts.get(v.synth, 0) + 1
-        out.append(dataclasses.replace(v, id=f"{PREFIX[v.synth]}{counts[v.synth]:03d}", f0=round(f0, 1)))
+        out.append(dataclasses.replace(v, id=f"{id_prefix}{PREFIX[v.synth]}{counts[v.synth]:03d}", f0=round(f0, 1)))
     return out
+
+
+def check_id_prefix(prefix: str) -> None:
+    # ids become folder and file names ({id}/{id}_{NNN}_mic1.flac, split on "_") and whitespace-separated
+    # speaker-info.txt fields: letters, digits and "-" only
+    if not re.fullmatch(r"[A-Za-z0-9-]*", prefix):
+        raise SynthesizerError(f"speaker id prefix {prefix!r}: use letters, digits and '-' only")
 
 
 def _synth_job(job: tuple[Voice, list[tuple[str, str]]]) -> list[float]:
@@ -162,12 +177,12 @@ def _forget_stale(out: Path, voices: list[Voice]) -> None:
 
 def synthesize_corpus(out: str | Path, n_speakers: int, n_utterances: int, seed: int = 0,
                       jobs: int | None = None, progress: bool = True,
-                      synths: tuple[str, ...] = ("espeak",)) -> dict:
+                      synths: tuple[str, ...] = ("espeak",), id_prefix: str = "") -> dict:
     """Write the raw corpus (0.92 layout) to `out`. Rerunning keeps every file still valid."""
     out = Path(out)
     jobs = max(1, jobs or os.cpu_count() or 1)
     t0 = time.time()
-    voices = choose_voices(n_speakers, seed, jobs, synths)
+    voices = choose_voices(n_speakers, seed, jobs, synths, id_prefix)
     t_probe = time.time() - t0
     _forget_stale(out, voices)
     shared = sentences(seed, "shared", min(n_utterances, SHARED_UTTERANCES))
