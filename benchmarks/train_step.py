@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/train_step.py [--config cpu|default|tiny] [--stacks 1] [--threads 2] [--steps 10]
                                               [--batch 8 --crop 2048] [--modes fp32,bf16,compile]
 
-The `cpu` preset with one WaveNet stack, batch 8 x 2048 samples by default: recipes/synthetic/vqvae_cpu.yaml. One step is forward, backward
-and an Adam step, as in training. torch.compile's first steps pay the compilation (and recompiles
+The `cpu` preset with one WaveNet stack, batch 8 x 2048 samples by default (recipes/synthetic/vqvae_cpu.yaml).
+One step is forward, backward and an Adam step, as in training. torch.compile's first steps pay the compilation (and recompiles
 for the codebook's first-batch k-means branch): they are timed apart, as "first steps", and the
 s/step column is measured after them. Prints a Markdown table.
 """
@@ -66,7 +66,8 @@ def main() -> None:
     cfg = CONFIGS[args.config]().with_speakers(["a", "b"])
     if args.stacks:
         cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, stacks=args.stacks))
-    print(f"`{args.config}` model, {cfg.decoder.stacks} WaveNet stack(s), batch {args.batch} x {args.crop}, {args.threads} thread(s), torch {torch.__version__}\n")
+    print(f"`{args.config}` model, {cfg.decoder.stacks} WaveNet stack(s), batch {args.batch} x {args.crop}, "
+          f"{args.threads} thread(s), torch {torch.__version__}\n")
     print(f"| mode | first {WARMUP} steps (s) | s/step (mean of {args.steps}) | audio samples/s |\n|---|---|---|---|")
     for mode in modes:
         first, dt = run(mode, cfg, args.batch, args.crop, args.steps)
