@@ -109,6 +109,12 @@ class CodesFile:
         return self.header.get("speaker")
 
     @property
+    def gain_db(self) -> float | None:
+        """dB the input was scaled by before encoding; decode undoes it. None: not level-normalised."""
+        g = self.header.get("gain_db")
+        return None if g is None else float(g)
+
+    @property
     def duration(self) -> float:
         return self.length / self.header["sample_rate"]
 
@@ -124,12 +130,16 @@ class CodesFile:
 
 
 def make_header(model, frames: int, n_q: int, length: int, source: dict | None = None,
-                speaker: str | None = None) -> dict[str, Any]:
-    """The header of codes made by `model` (fingerprint, rate, hop, codebooks, lengths)."""
+                speaker: str | None = None, gain_db: float | None = None) -> dict[str, Any]:
+    """The header of codes made by `model` (fingerprint, rate, hop, codebooks, lengths).
+
+    gain_db: the level gain encode applied (models with `input_level_dbfs`); only then is it a key.
+    """
     from . import __version__
     from .hub import fingerprint
 
-    return {
+    extra = {} if gain_db is None else {"gain_db": round(float(gain_db), 4)}
+    return {**extra, 
         "format": FORMAT,
         "fingerprint": fingerprint(model),
         "sample_rate": int(model.sample_rate),
@@ -239,6 +249,9 @@ def _check_header(h: Any) -> dict[str, Any]:
     for key in ("speaker",):
         if h.get(key) is not None and not isinstance(h[key], str):
             raise bad(f"{key} must be a string or null")
+    g = h.get("gain_db")
+    if g is not None and (not isinstance(g, int | float) or isinstance(g, bool) or not abs(g) <= 200):
+        raise bad(f"gain_db must be a number of dB (|gain| <= 200) or absent, got {g!r}")
     if h.get("source") is not None and not isinstance(h["source"], dict):
         raise bad("source must be an object or null")
     return h

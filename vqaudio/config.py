@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 # The decode default (API and CLI), here so the CLI's help needs no torch; see the README's performance section.
 DEFAULT_SEGMENT_SECONDS = 1.0
@@ -134,6 +135,17 @@ class VQVAEConfig:
     # Std of Gaussian noise added to training audio. Clean (synthetic) audio
     # otherwise lets the decoder lock into a constant output it never leaves.
     dither: float = 1e-3
+    # Active-speech level (dBFS, vqaudio/level.py) that `encode` brings each input to before the
+    # encoder, the gain travelling in the .vqa header so `decode` restores the input's level.
+    # Set it to the level of the training corpus (`prepare` normalises to -25) when the quantizer
+    # does not normalise z_e: its bias-free encoder's z_e scales with the input, and so would the
+    # codes. None: encode the input as it is (LayerNorm on z_e makes codes level-invariant).
+    input_level_dbfs: float | None = None
+
+    def __post_init__(self) -> None:
+        lv = self.input_level_dbfs
+        if lv is not None and not -80.0 <= lv <= 0.0:  # also refuses NaN
+            raise ValueError(f"input_level_dbfs must be None or in [-80, 0] dBFS, got {lv}")
 
     @property
     def hop_length(self) -> int:
@@ -200,6 +212,11 @@ def to_dict(cfg: Any) -> Any:
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
+    if origin in (Union, UnionType):  # X | None
+        if value is None:
+            return None
+        (inner,) = [a for a in get_args(tp) if a is not type(None)]
+        return _convert(inner, value, where)
     if is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is tuple:

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import audio
+from . import audio, level
 from .errors import VQAudioError
 from .segmented import DEFAULT_SEGMENT_SECONDS
 
@@ -46,6 +46,9 @@ class EncodedAudio:
     codes: torch.Tensor  # (n_q, frames) long
     length: int  # samples at the model rate
     source: dict | None = None  # {"name", "sample_rate", "channels", "length"} of the source file
+    # dB the input was scaled by before encoding (models with config.input_level_dbfs, else None);
+    # decode_to_file(..., gain_db=) undoes it so the output has the input's level
+    gain_db: float | None = None
 
 
 def overlap_frames(model) -> tuple[int, int]:
@@ -148,11 +151,27 @@ def chunk_frames_for(model, chunk_seconds: float | None) -> int | None:
 
 
 def encode_array(model, wav, sample_rate: int | None = None, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
-                 n_q: int | None = None) -> torch.Tensor:
-    """Like `model.encode` (same preparation), but in chunks: codes (n_q, frames)."""
+                 n_q: int | None = None, return_gain: bool = False) -> torch.Tensor | tuple[torch.Tensor, float | None]:
+    """Like `model.encode` (same preparation and level), but in chunks: codes (n_q, frames).
+
+    return_gain: also return the level gain in dB (None for a model without `input_level_dbfs`).
+    """
     x = audio.prepare(wav, sample_rate or model.sample_rate, model.sample_rate)
+    gain_db = None
+    if model.config.input_level_dbfs is not None:
+        x, gain_db = level.normalize(x, model.sample_rate, model.config.input_level_dbfs)
     codes, _ = encode_blocks(model, [x], chunk_frames_for(model, chunk_seconds), n_q)
-    return codes
+    return (codes, gain_db) if return_gain else codes
+
+
+def file_gain_db(model, path: str | os.PathLike, block_seconds: float = DEFAULT_BLOCK_SECONDS) -> float | None:
+    """The gain (dB) that brings a file to the model's input level, from one streamed pass; None if it has none."""
+    if model.config.input_level_dbfs is None:
+        return None
+    meter = level.LevelMeter(model.sample_rate)
+    for block in audio.stream(path, model.sample_rate, block_seconds):
+        meter.push(block)
+    return meter.gain_db(model.config.input_level_dbfs)
 
 
 def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
@@ -162,6 +181,13 @@ def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DE
     sr, channels, n = audio.info(path)
     if n == 0:
         raise audio.EmptyAudioError(f"{path} is empty (0 samples)")
+    # A level-normalising model needs the whole file's level before the first chunk: one extra
+    # streamed read (the same samples as the encode's, so whole and chunked codes stay equal).
+    gain_db = file_gain_db(model, path, block_seconds)
+    blocks: Iterable[np.ndarray] = audio.stream(path, model.sample_rate, block_seconds)
+    if gain_db is not None:
+        scale = np.float32(10 ** (gain_db / 20))
+        blocks = (b * scale for b in blocks)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -172,7 +198,7 @@ def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DE
     try:
         with torch.inference_mode():
             codes, length = encode_blocks(
-                model, audio.stream(path, model.sample_rate, block_seconds), chunk_frames_for(model, chunk_seconds),
+                model, blocks, chunk_frames_for(model, chunk_seconds),
                 n_q, on_samples=(lambda k: bar.update(k / model.sample_rate)) if bar is not None else None,
             )
     except audio.EmptyAudioError:  # n > 0 samples that resample to none at the model rate
@@ -183,7 +209,7 @@ def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DE
         if bar is not None:
             bar.close()
     source = {"name": Path(path).name, "sample_rate": sr, "channels": channels, "length": n}
-    return EncodedAudio(codes=codes, length=length, source=source)
+    return EncodedAudio(codes=codes, length=length, source=source, gain_db=gain_db)
 
 
 # ------------------------------------------------------------------ speakers and outputs
@@ -226,11 +252,18 @@ def safe_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 def decode_to_file(model, codes, out: str | os.PathLike, speaker: str | int | None = None, seed: int = 0,
                    temperature: float = 1.0, backend: str = "fast", length: int | None = None,
-                   progress: bool = False, segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS) -> torch.Tensor:
-    """Decode codes (n_q, frames) to audio at the model rate, cut to `length`; written atomically."""
+                   progress: bool = False, segment_seconds: float | None = DEFAULT_SEGMENT_SECONDS,
+                   gain_db: float | None = None) -> torch.Tensor:
+    """Decode codes (n_q, frames) to audio at the model rate, cut to `length`; written atomically.
+
+    gain_db: the encode's level gain (`.vqa` header, `EncodedAudio.gain_db`), undone so the output
+    has the input's level (lowered if it would clip).
+    """
     model.speaker_index(speaker)  # unknown speaker: fail before any work
     wav = model.decode(torch.as_tensor(np.asarray(codes)), speaker=speaker, seed=seed, temperature=temperature,
                        backend=backend, length=length, progress=progress, segment_seconds=segment_seconds)  # (T,)
+    if gain_db is not None:
+        wav = torch.from_numpy(level.restore(wav.cpu().numpy(), gain_db))
     with writing(out):
         audio.save(out, wav, model.sample_rate)
     return wav

@@ -17,7 +17,7 @@ esac
 
 if [ "$STAGE" -le 0 ]; then
   echo "== stage 0: prepare VCTK (16 kHz cache, splits) -> $DATA"
-  vqaudio prepare vctk --root "$ROOT" --out "$DATA" --trim-silence
+  vqaudio prepare vctk --root "$ROOT" --out "$DATA" --trim-silence --normalize  # -25 dBFS: the models' input_level_dbfs
 fi
 if [ "$STAGE" -le 1 ]; then
   echo "== stage 1: train the VQ-VAE"

@@ -202,7 +202,8 @@ def run_encode(args: argparse.Namespace) -> int:
 
     def work(src: Path, dst: Path, progress: bool) -> str:
         enc = encode_file(model, src, chunk_seconds=chunk, n_q=n_q, progress=progress and sys.stderr.isatty())
-        header = C.make_header(model, enc.codes.shape[1], n_q, enc.length, enc.source, guess_speaker(model, src))
+        header = C.make_header(model, enc.codes.shape[1], n_q, enc.length, enc.source, guess_speaker(model, src),
+                               gain_db=enc.gain_db)
         codes = enc.codes.numpy()
         if args.format == "vqa":
             data = C.to_bytes(codes, header)
@@ -286,7 +287,7 @@ def run_decode(args: argparse.Namespace) -> int:
         speaker = args.speaker or (cf.speaker if cf.speaker in model.speakers else None)
         decode_to_file(model, cf.codes, dst, speaker=speaker, seed=args.seed, temperature=args.temperature,
                        backend=args.backend, length=cf.length, progress=progress and sys.stderr.isatty(),
-                       segment_seconds=args.segment_seconds)
+                       segment_seconds=args.segment_seconds, gain_db=cf.gain_db)
         who = speaker or (model.speakers[0] if model.speakers else "-")
         return f"{dst}: {cf.length / model.sample_rate:.2f} s at {model.sample_rate} Hz, speaker {who}"
 
@@ -307,7 +308,7 @@ def run_resynthesize(args: argparse.Namespace) -> int:
     dst = pairs[0][1]
     decode_to_file(model, enc.codes, dst, speaker=speaker, seed=args.seed, temperature=args.temperature,
                    backend=args.backend, length=enc.length, progress=sys.stderr.isatty(),
-                   segment_seconds=args.segment_seconds)
+                   segment_seconds=args.segment_seconds, gain_db=enc.gain_db)
     who = speaker or (model.speakers[0] if model.speakers else "-")
     print(f"{dst}: {enc.length / model.sample_rate:.2f} s, speaker {who}")
     return 0
@@ -340,6 +341,8 @@ def describe_codes_file(path: str, model_path: str | None) -> None:
         rows.append(("source", f"{src.get('name', '?')}, {src.get('sample_rate', '?')} Hz, "
                                f"{src.get('channels', '?')} ch, {src.get('length', '?')} samples"))
     rows.append(("speaker", h.get("speaker") or "unknown"))
+    if cf.gain_db is not None:
+        rows.append(("level gain", f"{cf.gain_db:+.2f} dB before encoding (decode undoes it)"))
     rows.append(("payload bitrate", f"{cf.payload_bitrate:g} bit/s ({-(-cf.payload_bits // 8)} bytes of codes)"))
     if cf.size is not None and seconds > 0:
         rows.append(("file bitrate", f"{cf.size * 8 / seconds:.1f} bit/s (with header and checksum)"))

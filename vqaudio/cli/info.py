@@ -22,6 +22,9 @@ def model_facts(model) -> list[tuple[str, str]]:
         ("codebooks (n_q)", str(cfg.quantizer.n_q)),
         ("codebook size (K)", f"{cfg.quantizer.codebook_size} ({cfg.quantizer.bits_per_code} bits/code)"),
         ("bitrate", f"{cfg.bitrate:g} bit/s"),
+        ("quantizer", f"z_e normalisation {cfg.quantizer.normalize}; input level "
+                      + (f"{cfg.input_level_dbfs:g} dBFS (encode scales each input to it)"
+                         if cfg.input_level_dbfs is not None else "as given")),
         ("decoder", f"WaveNet {cfg.decoder.stacks}x{cfg.decoder.layers_per_stack}, "
                     f"receptive field {cfg.decoder.receptive_field} samples, output {cfg.decoder.output}"
                     + (f", pre-emphasis {cfg.decoder.preemphasis:g}" if cfg.decoder.preemphasis else "")),

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import audio
+from .. import audio, level
+from ..level import frame_db
 from .manifest import CorpusError, write_manifest, write_speakers, write_summary
 from .vctk import VCTKCorpus, assign_splits, choose_test_speakers, read_corpus, stable_hash
 
@@ -44,21 +45,12 @@ class PrepareOptions:
 # ------------------------------------------------------------------ signal steps
 
 
-def _frame_db(wav: np.ndarray, frame: int) -> np.ndarray:
-    """RMS in dB of consecutive non-overlapping frames. (T,) -> (ceil(T/frame),)"""
-    n = -(-wav.size // frame)
-    padded = np.zeros(n * frame, np.float32)
-    padded[: wav.size] = wav
-    rms = np.sqrt(np.mean(padded.reshape(n, frame) ** 2, axis=1) + 1e-12)  # (n,)
-    return 20 * np.log10(rms)
-
-
 def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin: float = 0.1) -> np.ndarray:
     """Cut leading/trailing frames quieter than `top_db` below the loudest 10 ms frame."""
     if wav.size == 0:  # a file that resamples to nothing: the caller skips it as too short
         return wav
     frame = max(1, sr // 100)
-    db = _frame_db(wav, frame)
+    db = frame_db(wav, frame)
     active = np.flatnonzero(db > db.max() - top_db)
     if active.size == 0:
         return wav[:0]
@@ -70,15 +62,7 @@ def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin: float =
 
 def normalize_loudness(wav: np.ndarray, sr: int, target_dbfs: float = -25.0, peak: float = 0.95) -> np.ndarray:
     """Scale so the RMS of the active frames is `target_dbfs`, without letting a peak exceed `peak`."""
-    frame = max(1, sr // 100)
-    db = _frame_db(wav, frame)
-    active = db > db.max() - 40.0
-    level = 10 * np.log10(np.mean(10 ** (db[active] / 10)) + 1e-12)
-    gain = 10 ** ((target_dbfs - level) / 20)
-    top = float(np.abs(wav).max())
-    if top * gain > peak:
-        gain = peak / top
-    return (wav * gain).astype(np.float32)
+    return level.normalize(wav, sr, target_dbfs, max_peak=peak, max_gain_db=None)[0]
 
 
 def process_file(src: str, dst: str, opts: PrepareOptions) -> tuple[str, int]:

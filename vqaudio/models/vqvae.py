@@ -136,10 +136,17 @@ class VQVAE(nn.Module):
         wav: (T,) or channels-first (C, T), numpy or torch, at `sample_rate`
         (default: the model's rate); it is mixed to mono and resampled.
         Frames = ⌈T' / hop⌉ where T' is the length at the model rate.
+        A model with `config.input_level_dbfs` first scales the input to that
+        active-speech level (vqaudio/level.py), so the codes do not depend on
+        how loud the input is; `decode` then gives audio at that level
+        (`vqaudio.inference.encode_array`/`encode_file` also return the gain).
         """
         from ..audio import prepare
+        from ..level import normalize
 
         x = prepare(wav, self.sample_rate if sample_rate is None else sample_rate, self.sample_rate)
+        if self.config.input_level_dbfs is not None:
+            x, _ = normalize(x, self.sample_rate, self.config.input_level_dbfs)
         t = torch.from_numpy(x).to(self.device)[None, None]  # (1, 1, T)
         return self.encode_tensor(t, n_q)[0].long()
 

@@ -1,6 +1,6 @@
 """The quality-per-CPU-hour study: ablation variants trained for equal wall-clock budgets.
 
-    python recipes/synthetic/ablations/run.py --minutes 60 --variants base,normalize_none
+    python recipes/synthetic/ablations/run.py --minutes 60 --variants base,normalize_layernorm
     python recipes/synthetic/ablations/run.py --smoke --minutes 0.25 --variants base,normalize_l2
 
 `variants` loads the override-only YAML files, `runner.Study` trains (as

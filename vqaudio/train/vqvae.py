@@ -178,6 +178,19 @@ class VQVAETask(L.LightningModule):
             self.export()
 
 
+def check_corpus_level(mcfg: VQVAEConfig, summary: dict, data: str) -> None:
+    """A model that encodes at a fixed input level must train on a corpus `prepare` brought to that level."""
+    lv, opts = mcfg.input_level_dbfs, summary.get("options")
+    if lv is None or not isinstance(opts, dict):  # no level, or a corpus without prepare's record: nothing to check
+        return
+    if not opts.get("normalize"):
+        raise ConfigError(f"model.input_level_dbfs={lv:g} needs a level-normalised corpus, but {data} was prepared "
+                          "without --normalize: prepare it again with --normalize (or set model.input_level_dbfs=null)")
+    if abs(float(opts.get("target_dbfs", -25.0)) - lv) > 0.01:
+        raise ConfigError(f"{data} is normalised to {opts.get('target_dbfs')} dBFS but model.input_level_dbfs "
+                          f"is {lv:g}: set model.input_level_dbfs={opts.get('target_dbfs')}")
+
+
 def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = True) -> Path:
     raw = load_run_config(config_path, overrides)
     tcfg = train_config(raw)
@@ -203,7 +216,9 @@ def train_vqvae(config_path: str | None, overrides: list[str], resume: bool = Tr
         mcfg = model_config_from(raw, speakers, base, tcfg.init_from)
     else:
         mcfg = model_config(raw, speakers)
-    corpus_sr = int(read_summary(tcfg.data).get("sample_rate", 16000))
+    summary = read_summary(tcfg.data)
+    corpus_sr = int(summary.get("sample_rate", 16000))
+    check_corpus_level(mcfg, summary, tcfg.data)
     if corpus_sr != mcfg.sample_rate:  # the crops are read at the corpus's rate: a mismatch would train on rescaled time
         raise ConfigError(f"{tcfg.data} is prepared at {corpus_sr} Hz but model.sample_rate is {mcfg.sample_rate}; "
                           f"train at the corpus's rate (model.sample_rate={corpus_sr})")
