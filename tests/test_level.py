@@ -159,3 +159,11 @@ def test_training_refuses_a_corpus_at_another_level():
         check_corpus_level(cfg, {"options": {"normalize": False, "target_dbfs": -25.0}}, "data")
     with pytest.raises(ConfigError, match="input_level_dbfs=-20"):
         check_corpus_level(cfg, {"options": {"normalize": True, "target_dbfs": -20.0}}, "data")
+
+
+def test_fingerprint_names_the_input_level():
+    """Same weights, another input level: other codes for the same audio, so another fingerprint."""
+    a, b = level_model(-25.0), level_model(None)
+    assert vqaudio.fingerprint(a) != vqaudio.fingerprint(b)
+    b.config = dataclasses.replace(b.config, input_level_dbfs=-25.0)
+    assert vqaudio.fingerprint(a) == vqaudio.fingerprint(b)

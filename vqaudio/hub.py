@@ -151,7 +151,7 @@ def load_model(path: str | os.PathLike | None = None, device: str | torch.device
 
 
 def fingerprint(model) -> str:
-    """A short hash of the weights that define the codes (encoder + quantizer).
+    """A short hash of what defines the codes: encoder and quantizer weights, and the input level if any.
 
     Two models that turn audio into the same codes with the same meaning share it.
     """
@@ -163,4 +163,7 @@ def fingerprint(model) -> str:
             continue  # training statistics, not part of the mapping
         h.update(name.encode())
         h.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    level = getattr(getattr(model, "config", None), "input_level_dbfs", None)
+    if level is not None:  # the level encode brings inputs to is part of the audio -> codes mapping
+        h.update(f"input_level_dbfs={float(level)!r}".encode())
     return h.hexdigest()[:16]
