@@ -53,3 +53,14 @@ def test_encodes_and_decodes_the_example(model):
     assert out.shape == (40 * 64,) and torch.isfinite(out).all()
     assert out.abs().max() <= 1 and out.std() > 1e-3  # not silent, not stuck at one value
     assert torch.equal(out, model.decode(codes[:, :40], speaker="fl002", seed=0))
+
+
+def test_codes_do_not_depend_on_the_input_level(model):
+    # The default's quantizer leaves z_e unnormalised (the recipe), so encode must bring
+    # inputs to its training level first, or a quieter file would get other codes.
+    if model.config.quantizer.normalize == "none":
+        assert model.config.input_level_dbfs is not None
+    wav, sr = load(ROOT / "examples" / "speech.wav")
+    codes = model.encode(wav, sr)
+    for gain in (0.1, 2.0):
+        assert (model.encode(np.clip(gain * wav, -1, 1), sr) == codes).float().mean() > 0.95
