@@ -139,7 +139,8 @@ def make_header(model, frames: int, n_q: int, length: int, source: dict | None =
     from .hub import fingerprint
 
     extra = {} if gain_db is None else {"gain_db": round(float(gain_db), 4)}
-    return {**extra, 
+    return {
+        **extra,
         "format": FORMAT,
         "fingerprint": fingerprint(model),
         "sample_rate": int(model.sample_rate),
