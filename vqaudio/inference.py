@@ -157,9 +157,7 @@ def encode_array(model, wav, sample_rate: int | None = None, chunk_seconds: floa
     return_gain: also return the level gain in dB (None for a model without `input_level_dbfs`).
     """
     x = audio.prepare(wav, sample_rate or model.sample_rate, model.sample_rate)
-    gain_db = None
-    if model.config.input_level_dbfs is not None:
-        x, gain_db = level.normalize(x, model.sample_rate, model.config.input_level_dbfs)
+    x, gain_db = level.to_model_level(x, model)
     codes, _ = encode_blocks(model, [x], chunk_frames_for(model, chunk_seconds), n_q)
     return (codes, gain_db) if return_gain else codes
 

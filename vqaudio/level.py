@@ -76,6 +76,15 @@ def normalize(wav: np.ndarray, sample_rate: int, target_dbfs: float, max_peak: f
     return (wav * np.float32(10 ** (g / 20))).astype(np.float32), g
 
 
+def to_model_level(wav: np.ndarray, model) -> tuple[np.ndarray, float | None]:
+    """A mono array at the model's rate -> (the array at the model's input level, gain dB);
+    unchanged with gain None for a model without `input_level_dbfs`. What every encode does first."""
+    target = model.config.input_level_dbfs
+    if target is None:
+        return wav, None
+    return normalize(wav, model.sample_rate, target)
+
+
 class LevelMeter:
     """Active level and peak of audio pushed in blocks of any size (same result as the whole array)."""
 

@@ -49,7 +49,7 @@ def trim_silence(wav: np.ndarray, sr: int, top_db: float = 40.0, margin: float =
     """Cut leading/trailing frames quieter than `top_db` below the loudest 10 ms frame."""
     if wav.size == 0:  # a file that resamples to nothing: the caller skips it as too short
         return wav
-    frame = max(1, sr // 100)
+    frame = level.frame_length(sr)
     db = frame_db(wav, frame)
     active = np.flatnonzero(db > db.max() - top_db)
     if active.size == 0:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..level import to_model_level
 from ..segmented import DEFAULT_SEGMENT_SECONDS
 from . import codestats, likelihood, metrics, summary
 from .corpus import EvaluationError, Utterance, conversion_target, load_crop, open_corpus, pick
@@ -99,7 +100,7 @@ def train_resynth_judge(model, corpus, seconds: float, per_speaker: int, seed: i
     train = _per_speaker(train, per_speaker, seed + 2)  # other crops than the first judge's
     bar = _bar(len(train), "resynthesis judge", show)
     wavs, labels = [], []
-    rows = [{"crop": _at_model_level(model, load_crop(u, model.sample_rate, seconds)), "speaker": u.speaker}
+    rows = [{"crop": to_model_level(load_crop(u, model.sample_rate, seconds), model)[0], "speaker": u.speaker}
             for u in train]
     for chunk in _chunks(rows, max(1, batch_size)):
         for group in _by_length(chunk):
@@ -221,7 +222,7 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
     # 2. crops: codes, decode speakers, teacher-forced NLL
     rows = []
     for i, u in enumerate(selected):
-        crop = _at_model_level(model, load_crop(u, sr, seconds))
+        crop = to_model_level(load_crop(u, sr, seconds), model)[0]
         codes = model.encode(crop, sr).cpu()
         trained = u.speaker in spk_index
         if trained or not model.speakers:
@@ -300,16 +301,6 @@ def evaluate(model, data_dir, split: str = "test", max_utterances: int = 8, seco
 
         write_report(result, examples, counts, Path(report_dir), sr)
     return result
-
-
-def _at_model_level(model, crop: np.ndarray) -> np.ndarray:
-    """A crop as the decoder sees it: at the model's input level if it has one (what `encode` does first),
-    so the reference, the teacher-forced NLL and the resynthesis share one level."""
-    if model.config.input_level_dbfs is None:
-        return crop
-    from ..level import normalize
-
-    return normalize(crop, model.sample_rate, model.config.input_level_dbfs)[0]
 
 
 def _load_whole(u: Utterance, sr: int) -> tuple[np.ndarray, int]:

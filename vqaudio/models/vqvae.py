@@ -142,11 +142,10 @@ class VQVAE(nn.Module):
         (`vqaudio.inference.encode_array`/`encode_file` also return the gain).
         """
         from ..audio import prepare
-        from ..level import normalize
+        from ..level import to_model_level
 
         x = prepare(wav, self.sample_rate if sample_rate is None else sample_rate, self.sample_rate)
-        if self.config.input_level_dbfs is not None:
-            x, _ = normalize(x, self.sample_rate, self.config.input_level_dbfs)
+        x, _ = to_model_level(x, self)
         t = torch.from_numpy(x).to(self.device)[None, None]  # (1, 1, T)
         return self.encode_tensor(t, n_q)[0].long()
 
