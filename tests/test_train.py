@@ -179,3 +179,27 @@ def test_ddp_validation_with_uneven_and_empty_rank_shares(tmp_path, val_utteranc
     nll = [float(v["val_nll"]) for v in vals if v.get("val_nll")]
     assert len(nll) == 1 and 3.0 < nll[0] < 7.0  # one validation, an untrained model's NLL (ln 256 = 5.5)
 
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from vqaudio.train import runner
+
+    assert runner.resolve_precision("32-true") == ("32-true", "")
+    assert runner.resolve_precision("bf16-mixed") == ("bf16-mixed", "")
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert runner.resolve_precision("auto") == ("bf16-mixed", "the CPU has avx512_bf16")
+    monkeypatch.setattr(runner, "cpu_flags", lambda: {"avx2", "avx512f"})  # AVX-512 alone emulates bf16: 16x slower
+    assert runner.resolve_precision("auto")[0] == "32-true"
+    monkeypatch.setattr(runner, "cpu_flags", set)  # no /proc/cpuinfo (macOS)
+    assert runner.resolve_precision("auto", "cpu")[0] == "32-true"
+    monkeypatch.setattr(runner.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(runner.torch.cuda, "is_bf16_supported", lambda: False)
+    assert runner.resolve_precision("auto") == ("32-true", "the GPU has no bf16")
+    monkeypatch.setattr(runner.torch.cuda, "is_bf16_supported", lambda: True)
+    assert runner.resolve_precision("auto", "gpu")[0] == "bf16-mixed"
+    monkeypatch.setattr(runner, "cpu_flags", lambda: {"amx_bf16"})
+    assert runner.resolve_precision("auto", "cpu") == ("bf16-mixed", "the CPU has amx_bf16")
+    # the real machine's answer is one of the two, whichever it is
+    monkeypatch.undo()
+    assert runner.resolve_precision("auto")[0] in ("bf16-mixed", "32-true")

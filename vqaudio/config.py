@@ -306,7 +306,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 2
-    precision: str = "32-true"  # "bf16-mixed" for autocast on CPUs with bf16 / GPUs
+    # "auto": bf16-mixed on a GPU or CPU with bf16 arithmetic, else 32-true (train/runner.resolve_precision);
+    # or any Lightning precision ("32-true", "bf16-mixed", ...)
+    precision: str = "32-true"
     compile: bool = False  # torch.compile the training forward
     accelerator: str = "auto"
     devices: str = "1"  # "1", "2", "auto", "0,1"

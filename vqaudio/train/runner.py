@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ..config import TrainConfig
 
@@ -130,6 +132,43 @@ def last_checkpoint(out: Path) -> Path | None:
     return p if p.exists() else None
 
 
+# x86 CPU flags of native bf16 arithmetic (AVX512-BF16: Zen 4, Cooper Lake; AMX: Sapphire Rapids and later).
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> tuple[str, str]:
+    """`train.precision=auto` -> (Lightning precision, why). Other values pass through unchanged.
+
+    bf16 autocast where the hardware computes in bf16, fp32 elsewhere: on the project's Zen 4 CPU
+    (avx512_bf16) a training step of the recipe's model ran 1.45x faster in bf16 with equal quality
+    at 5000 steps, but on a CPU without bf16 instructions it ran 16x slower (README, "Performance").
+    A GPU without bf16 (before Ampere) trains in fp32: fp16 autocast was never measured here."""
+    if precision != "auto":
+        return precision, ""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed", "the GPU supports bf16"
+        return "32-true", "the GPU has no bf16"
+    if accelerator not in ("auto", "cpu"):
+        return "32-true", f"accelerator {accelerator}"
+    have = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
+    if have:
+        return "bf16-mixed", f"the CPU has {have[0]}"
+    return "32-true", "the CPU has no bf16 instructions"
+
+
 def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_callbacks: list | None = None) -> L.Trainer:
     strategy: Any = tcfg.strategy
     if strategy == "ddp":
@@ -141,6 +180,9 @@ def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_cal
     devices: Any = tcfg.devices
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
+    precision, why = resolve_precision(tcfg.precision, tcfg.accelerator)
+    if why and rank_zero_only.rank == 0:  # DDP runs this in every process: one message
+        print(f"train.precision=auto: {precision} ({why})", file=sys.stderr)
     ckpt = _LastCheckpoint(
         dirpath=out / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=tcfg.ckpt_every,
         save_on_train_epoch_end=False, enable_version_counter=False,
@@ -151,7 +193,7 @@ def build_trainer(tcfg: TrainConfig, out: Path, samples_per_step: int, extra_cal
         devices=devices,
         num_nodes=tcfg.num_nodes,
         strategy=strategy,
-        precision=tcfg.precision,
+        precision=precision,
         max_steps=tcfg.max_steps,
         max_epochs=-1,
         max_time={"minutes": tcfg.max_minutes} if tcfg.max_minutes > 0 else None,
