@@ -108,6 +108,34 @@ def test_codes_do_not_follow_the_input_level(tmp_path):
     assert inference.encode_file(raw, tmp_path / "p225_001.wav").gain_db is None
 
 
+def test_file_progress_covers_the_level_pass_and_the_encode(tmp_path, monkeypatch):
+    import tqdm
+
+    bars = []
+
+    class Bar:  # tqdm hides itself off a terminal: record what the bars were told instead
+        def __init__(self, total, desc, **kw):
+            self.total, self.desc, self.n = total, desc, 0.0
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    sf.write(tmp_path / "a.wav", 0.2 * speechlike(16000 * 2, 2), 16000, subtype="FLOAT")
+    model = level_model(-25.0)
+    shown = inference.encode_file(model, tmp_path / "a.wav", block_seconds=0.3, progress=True)
+    assert [b.desc for b in bars] == ["a.wav: level", "a.wav: encode"]
+    assert all(b.total == 2.0 and b.n == pytest.approx(2.0) for b in bars)
+    assert torch.equal(shown.codes, inference.encode_file(model, tmp_path / "a.wav").codes)
+    bars.clear()
+    inference.encode_file(level_model(None), tmp_path / "a.wav", progress=True)  # no level: no level pass
+    assert [b.desc for b in bars] == ["a.wav: encode"]
+
+
 def test_header_carries_gain_and_decode_restores_level(tmp_path):
     model = level_model(-25.0)
     x = speechlike(1600, 2)

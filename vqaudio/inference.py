@@ -162,13 +162,31 @@ def encode_array(model, wav, sample_rate: int | None = None, chunk_seconds: floa
     return (codes, gain_db) if return_gain else codes
 
 
-def file_gain_db(model, path: str | os.PathLike, block_seconds: float = DEFAULT_BLOCK_SECONDS) -> float | None:
+def _seconds_bar(path, seconds: float, what: str):
+    from tqdm import tqdm
+
+    return tqdm(total=round(seconds, 1), unit="s", desc=f"{Path(path).name}: {what}", leave=False, disable=None,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
+
+
+def file_gain_db(model, path: str | os.PathLike, block_seconds: float = DEFAULT_BLOCK_SECONDS,
+                 progress: bool = False) -> float | None:
     """The gain (dB) that brings a file to the model's input level, from one streamed pass; None if it has none."""
     if model.config.input_level_dbfs is None:
         return None
     meter = level.LevelMeter(model.sample_rate)
-    for block in audio.stream(path, model.sample_rate, block_seconds):
-        meter.push(block)
+    bar = None
+    if progress:
+        sr, _, n = audio.info(path)
+        bar = _seconds_bar(path, n / sr, "level")
+    try:
+        for block in audio.stream(path, model.sample_rate, block_seconds):
+            meter.push(block)
+            if bar is not None:
+                bar.update(len(block) / model.sample_rate)
+    finally:
+        if bar is not None:
+            bar.close()
     return meter.gain_db(model.config.input_level_dbfs)
 
 
@@ -181,18 +199,12 @@ def encode_file(model, path: str | os.PathLike, chunk_seconds: float | None = DE
         raise audio.EmptyAudioError(f"{path} is empty (0 samples)")
     # A level-normalising model needs the whole file's level before the first chunk: one extra
     # streamed read (the same samples as the encode's, so whole and chunked codes stay equal).
-    gain_db = file_gain_db(model, path, block_seconds)
+    gain_db = file_gain_db(model, path, block_seconds, progress)
     blocks: Iterable[np.ndarray] = audio.stream(path, model.sample_rate, block_seconds)
     if gain_db is not None:
         scale = np.float32(10 ** (gain_db / 20))
         blocks = (b * scale for b in blocks)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        total = n / sr
-        bar = tqdm(total=round(total, 1), unit="s", desc=Path(path).name, leave=False, disable=None,
-                   bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s")
+    bar = _seconds_bar(path, n / sr, "encode") if progress else None
     try:
         with torch.inference_mode():
             codes, length = encode_blocks(
