@@ -180,7 +180,6 @@ def test_ddp_validation_with_uneven_and_empty_rank_shares(tmp_path, val_utteranc
     assert len(nll) == 1 and 3.0 < nll[0] < 7.0  # one validation, an untrained model's NLL (ln 256 = 5.5)
 
 
-
 def test_precision_auto_follows_the_hardware(monkeypatch):
     from vqaudio.train import runner
 
